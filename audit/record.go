@@ -1,0 +1,275 @@
+package audit
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// TimeLayout is how Record.Time is stored: local time with microseconds, the
+// format the origin system wrote (`2026-07-23 11:29:25.123456`). Being
+// fixed-width and big-endian, it sorts and compares correctly as text.
+const TimeLayout = "2006-01-02 15:04:05.000000"
+
+// Record is one row of the `records` table: one API call. The first thirteen
+// fields are the origin's columns, in its order, so its queries keep working;
+// the rest are this gateway's additions.
+//
+// Once a Record is passed to [Writer.Enqueue] it belongs to the writer: the
+// caller must not modify it, its Headers or its body slices afterwards.
+type Record struct {
+	// ID is the `id` column (INTEGER PRIMARY KEY AUTOINCREMENT). SQLite
+	// assigns it; the writer ignores any value set here.
+	ID int64
+
+	// Time is when the call happened. It is stored in local time using
+	// TimeLayout and decides which month's file the row lands in. The zero
+	// value means "now", as seen by the writer at Enqueue.
+	Time time.Time
+	// IP is the client IP as Caddy determined it (honouring trusted_proxies).
+	IP string
+	// Model is the model name of the payload (the fallback model if one was used).
+	Model string
+	// Type is the fixed per-endpoint object type, e.g. "chat.completions",
+	// "text_completion", "embeddings", "responses", "anthropic.messages".
+	Type string
+	// CompletionTokens is usage.completion_tokens (or output_tokens), else 0.
+	CompletionTokens int64
+	// PromptTokens is usage.prompt_tokens (or input_tokens), else 0.
+	PromptTokens int64
+	// TotalTokens is usage.total_tokens, else 0.
+	TotalTokens int64
+	// Tool reports whether the upstream request body had a `tools` key.
+	Tool bool
+	// Multimodal reports whether a chat message had an image_url part.
+	Multimodal bool
+	// Headers are the caller's request headers. They are encoded to a JSON
+	// object of lower-case names at write time, with the configured
+	// redact_headers masked and multiple values joined by ", ".
+	Headers http.Header
+	// Request is the upstream request body as sent. The bodies setting
+	// decides whether it is stored whole, truncated or not at all.
+	Request []byte
+	// Response is the body the client received (the aggregate for streams).
+	// The bodies setting applies as for Request.
+	Response []byte
+
+	// Backend is the name of the client that produced the answer (the last
+	// one tried when all failed); empty if none was tried.
+	Backend string
+	// Status is the HTTP status sent to the caller (0 if none was sent).
+	Status int
+	// LatencyMs is the time from request start to the end of the response.
+	LatencyMs int64
+	// TTFTMs is the time to the first byte of a streamed response. It is
+	// stored as NULL for non-streamed calls and when negative (no byte sent).
+	TTFTMs int64
+	// Stream reports whether the caller asked for a streamed response.
+	Stream bool
+	// Endpoint is the request path served, e.g. "/v1/chat/completions".
+	Endpoint string
+	// RequestID correlates the row with access logs.
+	RequestID string
+	// Tried lists the clients tried, in order, comma-separated (the
+	// X-LLM-Gateway-Tried response header).
+	Tried string
+	// Error is a short description of the failure, empty on success.
+	Error string
+}
+
+// Body storage policies, the values of App.Bodies.
+const (
+	BodiesFull     = "full"
+	BodiesNone     = "none"
+	BodiesTruncate = "truncate"
+)
+
+// bodyPolicy decides what is stored of Request and Response.
+type bodyPolicy struct {
+	mode  string // one of the Bodies* constants
+	limit int    // bytes kept for BodiesTruncate
+}
+
+// apply returns the part of b to store; nil means NULL.
+func (p bodyPolicy) apply(b []byte) []byte {
+	switch p.mode {
+	case BodiesNone:
+		return nil
+	case BodiesTruncate:
+		if len(b) <= p.limit {
+			return b
+		}
+		// Cut on a rune boundary so the stored TEXT stays valid UTF-8.
+		n := p.limit
+		for n > 0 && n > p.limit-utf8.UTFMax && !utf8.RuneStart(b[n]) {
+			n--
+		}
+		return b[:n]
+	default:
+		return b
+	}
+}
+
+// maskKeep* decide how much of a long secret stays readable: enough to tell
+// two keys apart in an audit ("sk-ab…yz"), far too little to use one.
+const (
+	maskKeepHead = 5
+	maskKeepTail = 2
+	// maskMinLen is the shortest value shown partially; anything shorter is
+	// replaced whole, since head and tail would reveal most of it.
+	maskMinLen = 16
+	maskFull   = "***"
+)
+
+// redactor masks the values of a fixed set of header names.
+type redactor struct {
+	names []string // lower-case
+}
+
+func newRedactor(names []string) redactor {
+	r := redactor{names: make([]string, 0, len(names))}
+	for _, n := range names {
+		n = strings.ToLower(strings.TrimSpace(n))
+		if n != "" && !slices.Contains(r.names, n) {
+			r.names = append(r.names, n)
+		}
+	}
+	return r
+}
+
+// redacts reports whether the header name (any case) is masked.
+func (r redactor) redacts(name string) bool {
+	for _, n := range r.names {
+		if strings.EqualFold(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendMasked appends the masked form of v. An auth scheme ("Bearer sk-…")
+// is kept readable so operators still see how the caller authenticated.
+func appendMasked(dst []byte, v string) []byte {
+	if scheme, cred, ok := strings.Cut(v, " "); ok && isToken(scheme) {
+		dst = append(dst, scheme...)
+		dst = append(dst, ' ')
+		v = strings.TrimLeft(cred, " ")
+	}
+	if len(v) < maskMinLen {
+		return append(dst, maskFull...)
+	}
+	dst = append(dst, v[:maskKeepHead]...)
+	dst = append(dst, "…"...)
+	return append(dst, v[len(v)-maskKeepTail:]...)
+}
+
+// isToken reports whether s looks like an auth scheme name (RFC 9110 token
+// letters only), so "Bearer x" keeps "Bearer" but "a=b; c=d" is masked whole.
+func isToken(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// appendHeadersJSON appends h as a JSON object with lower-case names in
+// sorted order (stable output for diffing and tests); multiple values are
+// joined with ", " and redacted names are masked.
+// keys and scratch are reusable buffers; the grown keys slice is returned.
+func appendHeadersJSON(dst []byte, h http.Header, r redactor, keys []string, scratch *[]byte) ([]byte, []string) {
+	keys = keys[:0]
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	val := (*scratch)[:0]
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		// Lower-case the name in place, as the origin's (Rust http) names
+		// were: escapes in the encoded form use lower case already.
+		start := len(dst)
+		dst = appendJSONString(dst, k)
+		for i := start; i < len(dst); i++ {
+			if 'A' <= dst[i] && dst[i] <= 'Z' {
+				dst[i] += 'a' - 'A'
+			}
+		}
+		dst = append(dst, ':')
+		redact := r.redacts(k)
+		vs := h[k]
+		if len(vs) == 1 && !redact {
+			dst = appendJSONString(dst, vs[0])
+			continue
+		}
+		val = val[:0]
+		for j, v := range vs {
+			if j > 0 {
+				val = append(val, ", "...)
+			}
+			if redact {
+				val = appendMasked(val, v)
+			} else {
+				val = append(val, v...)
+			}
+		}
+		dst = appendJSONString(dst, string(val))
+	}
+	*scratch = val
+	return append(dst, '}'), keys
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD
+// so the column stays valid JSON for SQLite's json_extract.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, "\ufffd"...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

@@ -1,0 +1,154 @@
+package llmgateway_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	_ "github.com/llmgw/caddy-llm-gateway"
+	"github.com/llmgw/caddy-llm-gateway/internal/fakeupstream"
+)
+
+// caddyMu serialises tests that run the process-wide Caddy instance.
+var caddyMu sync.Mutex
+
+// freePort returns a loopback port nobody listens on right now.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// gateway is a running Caddy with llm_gateway on its own port.
+type gateway struct {
+	t    testing.TB
+	port int
+	URL  string // http://127.0.0.1:PORT
+}
+
+// startGateway runs Caddy in this process with site as the body of a site block on a fresh
+// port (globals go into the global options block). It stops Caddy when the test ends.
+func startGateway(t testing.TB, globals, site string) *gateway {
+	t.Helper()
+	caddyMu.Lock()
+	g := &gateway{t: t, port: freePort(t)}
+	g.URL = fmt.Sprintf("http://127.0.0.1:%d", g.port)
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+		caddyMu.Unlock()
+	})
+	g.load(globals, site)
+	return g
+}
+
+// load applies a new config to the running Caddy, as a reload does.
+func (g *gateway) load(globals, site string) {
+	g.t.Helper()
+	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tauto_https off\n\tgrace_period 2s\n%s\n}\n:%d {\n\tbind 127.0.0.1\n%s\n}\n", globals, g.port, site)
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	cfgJSON, warnings, err := adapter.Adapt([]byte(cf), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		g.t.Fatalf("adapting Caddyfile: %v\n%s", err, cf)
+	}
+	for _, w := range warnings {
+		if !strings.Contains(w.Message, "not formatted") {
+			g.t.Logf("adapt warning: %s", w.String())
+		}
+	}
+	if err := caddy.Load(cfgJSON, true); err != nil {
+		g.t.Fatalf("loading config: %v\n%s", err, cfgJSON)
+	}
+}
+
+// client returns an official OpenAI client for the gateway, without retries so every failure
+// is the gateway's.
+func (g *gateway) client(opts ...option.RequestOption) openai.Client {
+	base := []option.RequestOption{
+		option.WithBaseURL(g.URL + "/v1/"),
+		option.WithAPIKey("sk-caller-key-123456"),
+		option.WithMaxRetries(0),
+		option.WithRequestTimeout(30 * time.Second),
+	}
+	return openai.NewClient(append(base, opts...)...)
+}
+
+// post sends a raw request and returns the status, headers and body.
+func (g *gateway) post(path, contentType, body string, header ...string) (int, http.Header, string) {
+	g.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, g.URL+path, strings.NewReader(body))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return g.do(req)
+}
+
+func (g *gateway) get(path string) (int, http.Header, string) {
+	g.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, g.URL+path, nil)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return g.do(req)
+}
+
+func (g *gateway) do(req *http.Request) (int, http.Header, string) {
+	g.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		g.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		g.t.Fatalf("reading body: %v", err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// chat posts a minimal chat completion for model.
+func (g *gateway) chat(model string) (int, http.Header, string) {
+	g.t.Helper()
+	return g.post("/v1/chat/completions", "application/json",
+		`{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`)
+}
+
+// fake starts a fake upstream named name for the test's duration.
+func fake(t testing.TB, name string) *fakeupstream.Server {
+	t.Helper()
+	s, err := fakeupstream.Listen(name, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// refusedURL is a base URL whose port accepts no connection.
+func refusedURL(t testing.TB) string {
+	return fmt.Sprintf("http://127.0.0.1:%d/v1", freePort(t))
+}

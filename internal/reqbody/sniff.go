@@ -1,0 +1,239 @@
+package reqbody
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"unsafe"
+
+	json "github.com/goccy/go-json"
+)
+
+// Errors of Sniff and MultipartModel. The handler answers all of them with 400.
+var (
+	// ErrNotJSON reports a body that is not one valid JSON object.
+	ErrNotJSON = errors.New("request body is not a JSON object")
+	// ErrNoModel reports a request without a model.
+	ErrNoModel = errors.New("request has no model")
+	// ErrModelNotString reports a model that is present but not a JSON string (null included).
+	ErrModelNotString = errors.New("request model is not a string")
+)
+
+// keyRunes is how many Unicode characters of a prompt form a routing key (SPEC §4).
+const keyRunes = 64
+
+// Info is what the gateway needs to know about a JSON request body.
+type Info struct {
+	// Model is the value of the top-level "model" string.
+	Model string
+	// ModelPresent reports whether the body has a "model" member at all, so that a caller can tell a
+	// body that is not a model call (no model) from a malformed one.
+	ModelPresent bool
+	// Stream reports "stream": true.
+	Stream bool
+	// IncludeUsage reports "stream_options": {"include_usage": true}.
+	IncludeUsage bool
+	// Keys are the deterministic-affinity routing keys; filled only when asked for.
+	Keys []Key
+}
+
+// Key is one prompt-affinity routing key (SPEC §4 "deterministic").
+type Key struct {
+	// Text is the first 64 Unicode characters of the prompt text.
+	Text string
+	// Weight is the byte length of the whole prompt text: longer prompts carry more votes.
+	Weight int
+}
+
+// head is what every request needs. Stream is an interface so that a non-boolean "stream" is not a
+// type error; a bool in an interface costs no allocation. StreamOptions is left raw because it is
+// optional and its shape is the client's business.
+type head struct {
+	Model         json.RawMessage `json:"model"`
+	Stream        any             `json:"stream"`
+	StreamOptions json.RawMessage `json:"stream_options"`
+}
+
+// headKeys adds what the routing keys are computed from; messages stay raw and are walked by the
+// scanner, which decodes only the user messages' text.
+type headKeys struct {
+	head
+	Messages json.RawMessage `json:"messages"`
+	Prompt   json.RawMessage `json:"prompt"`
+}
+
+// Sniff decodes from a JSON request body only the members the gateway routes on: model, stream,
+// stream_options.include_usage and, when wantKeys is set, the routing keys of the messages (chat) or
+// the prompt (completions). Other members are validated but not decoded.
+//
+// It fails with ErrNotJSON (wrapped with the reason) for anything but one JSON object, ErrNoModel
+// when there is no "model" member and ErrModelNotString when "model" is not a string. With ErrNoModel
+// and ErrModelNotString the rest of the Info is still filled in. The strings of Info do not refer to
+// body, which the caller may reuse.
+func Sniff(body []byte, wantKeys bool) (Info, error) {
+	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
+		return Info{}, ErrNotJSON
+	}
+	var (
+		h    *head
+		info Info
+	)
+	if wantKeys {
+		var hk headKeys
+		if err := json.UnmarshalOf(body, &hk); err != nil {
+			return Info{}, fmt.Errorf("%w: %v", ErrNotJSON, err)
+		}
+		h = &hk.head
+		// Both are valid JSON: goccy validated the whole body.
+		if len(hk.Messages) > 0 {
+			info.Keys = chatKeys(hk.Messages)
+		} else if len(hk.Prompt) > 0 {
+			info.Keys = promptKeys(hk.Prompt)
+		}
+	} else {
+		h = new(head)
+		if err := json.UnmarshalOf(body, h); err != nil {
+			return Info{}, fmt.Errorf("%w: %v", ErrNotJSON, err)
+		}
+	}
+	info.Stream, _ = h.Stream.(bool)
+	info.IncludeUsage = includeUsage(h.StreamOptions)
+
+	raw := h.Model
+	if raw == nil {
+		return info, ErrNoModel
+	}
+	info.ModelPresent = true
+	if raw[0] != '"' {
+		return info, ErrModelNotString
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		// raw is private: RawMessage.UnmarshalJSON appends the bytes to the nil slice of our zero value,
+		// so they are a fresh copy that nothing writes again, and the string may share them.
+		info.Model = unsafe.String(unsafe.SliceData(raw[1:]), len(raw)-2)
+	} else {
+		m, err := unquote(raw)
+		if err != nil {
+			return Info{}, fmt.Errorf("%w: model: %v", ErrNotJSON, err)
+		}
+		info.Model = m
+	}
+	return info, nil
+}
+
+// includeUsage reports whether raw, the value of stream_options, is an object whose include_usage is true.
+func includeUsage(raw json.RawMessage) bool {
+	if len(raw) == 0 || raw[0] != '{' {
+		return false
+	}
+	var opts struct {
+		IncludeUsage any `json:"include_usage"`
+	}
+	if err := json.UnmarshalOf(raw, &opts); err != nil {
+		return false
+	}
+	v, _ := opts.IncludeUsage.(bool)
+	return v
+}
+
+// chatKeys returns one key per user message with non-empty text. Like the origin, which computed its
+// keys on trimmed messages, surrounding white space is not part of the text; text parts are trimmed
+// one by one and joined without a separator.
+func chatKeys(messages []byte) []Key {
+	var keys []Key
+	// goccy has validated the body: the walk cannot fail.
+	elems, _ := newObjectElements(messages, 0)
+	for elems.next() {
+		var role, content span
+		for obj := &elems.obj; obj.next(); {
+			switch {
+			case obj.keyIs("role"):
+				role = obj.val
+			case obj.keyIs("content"):
+				content = obj.val
+			}
+		}
+		if role.end == 0 || content.end == 0 || !rawStringIs(messages[role.start:role.end], "user") {
+			continue
+		}
+		if text := contentText(messages[content.start:content.end]); text != "" {
+			keys = append(keys, newKey(text))
+		}
+	}
+	return keys
+}
+
+// contentText returns the text of a message content: the trimmed string, or the trimmed text parts of
+// an array joined together.
+func contentText(raw []byte) string {
+	switch raw[0] {
+	case '"':
+		s, _ := unquote(raw)
+		return strings.TrimSpace(s)
+	case '[':
+		var sb strings.Builder
+		parts, _ := newObjectElements(raw, 0)
+		for parts.next() {
+			var typ, text span
+			for obj := &parts.obj; obj.next(); {
+				switch {
+				case obj.keyIs("type"):
+					typ = obj.val
+				case obj.keyIs("text"):
+					text = obj.val
+				}
+			}
+			if typ.end > 0 && text.end > 0 && rawStringIs(raw[typ.start:typ.end], "text") && raw[text.start] == '"' {
+				s, _ := unquote(raw[text.start:text.end])
+				sb.WriteString(strings.TrimSpace(s))
+			}
+		}
+		return sb.String()
+	}
+	return ""
+}
+
+// promptKeys returns the key of a completions prompt: a string, or the first element of an array of
+// strings. A prompt of token ids has no key.
+func promptKeys(raw []byte) []Key {
+	if raw[0] == '[' {
+		arr, _ := newArrayScanner(raw, 0)
+		if !arr.next() {
+			return nil
+		}
+		raw = raw[arr.val.start:arr.val.end]
+	}
+	if raw[0] != '"' {
+		return nil
+	}
+	s, _ := unquote(raw)
+	if s = strings.TrimSpace(s); s == "" {
+		return nil
+	}
+	return []Key{newKey(s)}
+}
+
+// newKey makes the key of a prompt text: its first keyRunes characters, weighted by its byte length.
+func newKey(text string) Key {
+	n := 0
+	for i := range text {
+		if n == keyRunes {
+			return Key{Text: text[:i], Weight: len(text)}
+		}
+		n++
+	}
+	return Key{Text: text, Weight: len(text)}
+}
+
+// rawStringIs reports whether raw is a JSON string whose value is s.
+func rawStringIs(raw []byte, s string) bool {
+	if len(raw) < 2 || raw[0] != '"' {
+		return false
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1:len(raw)-1]) == s
+	}
+	v, err := unquote(raw)
+	return err == nil && v == s
+}

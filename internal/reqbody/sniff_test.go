@@ -1,0 +1,90 @@
+package reqbody
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestSniff(t *testing.T) {
+	long := strings.Repeat("é", 70) // 2 bytes each: the key is cut by characters, not bytes
+	tests := []struct {
+		name     string
+		body     string
+		wantKeys bool
+		want     Info
+		err      error
+	}{
+		{name: "minimal", body: `{"model":"gpt-4o"}`, want: Info{Model: "gpt-4o", ModelPresent: true}},
+		{name: "white space", body: " \n\t{ \"model\" :\r\n \"m\" , \"stream\" : true } \n",
+			want: Info{Model: "m", ModelPresent: true, Stream: true}},
+		{name: "escaped model", body: `{"model":"a\"b\u00e9\\"}`, want: Info{Model: `a"bé\`, ModelPresent: true}},
+		{name: "stream false", body: `{"model":"m","stream":false}`, want: Info{Model: "m", ModelPresent: true}},
+		{name: "stream not bool", body: `{"model":"m","stream":"true"}`, want: Info{Model: "m", ModelPresent: true}},
+		{name: "include usage", body: `{"model":"m","stream":true,"stream_options":{"x":[1],"include_usage":true}}`,
+			want: Info{Model: "m", ModelPresent: true, Stream: true, IncludeUsage: true}},
+		{name: "include usage false", body: `{"model":"m","stream":true,"stream_options":{"include_usage":false}}`,
+			want: Info{Model: "m", ModelPresent: true, Stream: true}},
+		{name: "include usage not bool", body: `{"model":"m","stream_options":{"include_usage":"yes"}}`,
+			want: Info{Model: "m", ModelPresent: true}},
+		{name: "stream options null", body: `{"model":"m","stream_options":null}`, want: Info{Model: "m", ModelPresent: true}},
+		{name: "stream options array", body: `{"model":"m","stream_options":[true]}`, want: Info{Model: "m", ModelPresent: true}},
+		{name: "no keys unless asked", body: `{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+			want: Info{Model: "m", ModelPresent: true}},
+		{name: "chat keys", wantKeys: true,
+			body: `{"messages":[{"role":"system","content":"sys"},{"role":"user","content":" hello "},` +
+				`{"role":"assistant","content":"a"},{"content":[{"type":"text","text":"ab"},{"type":"image_url","image_url":{"url":"x"}},{"text":"cd ","type":"text"}],"role":"user"},` +
+				`{"role":"user","content":"   "},{"role":"user","content":null},{"role":"user"},"junk",{"role":"user","content":[]}],"model":"m"}`,
+			want: Info{Model: "m", ModelPresent: true, Keys: []Key{{"hello", 5}, {"abcd", 4}}}},
+		{name: "key cut at 64 characters", wantKeys: true,
+			body: `{"model":"m","messages":[{"role":"user","content":"` + long + `"}]}`,
+			want: Info{Model: "m", ModelPresent: true, Keys: []Key{{strings.Repeat("é", 64), 140}}}},
+		{name: "escaped role", wantKeys: true, body: `{"model":"m","messages":[{"role":"\u0075ser","content":"x"}]}`,
+			want: Info{Model: "m", ModelPresent: true, Keys: []Key{{"x", 1}}}},
+		{name: "prompt string", wantKeys: true, body: `{"model":"m","prompt":"once upon"}`,
+			want: Info{Model: "m", ModelPresent: true, Keys: []Key{{"once upon", 9}}}},
+		{name: "prompt array", wantKeys: true, body: `{"model":"m","prompt":["first","second"]}`,
+			want: Info{Model: "m", ModelPresent: true, Keys: []Key{{"first", 5}}}},
+		{name: "prompt tokens", wantKeys: true, body: `{"model":"m","prompt":[1,2,3]}`, want: Info{Model: "m", ModelPresent: true}},
+		{name: "no messages", wantKeys: true, body: `{"model":"m","input":"x"}`, want: Info{Model: "m", ModelPresent: true}},
+		{name: "missing model", body: `{"stream":true}`, want: Info{Stream: true}, err: ErrNoModel},
+		{name: "model number", body: `{"model":4}`, want: Info{ModelPresent: true}, err: ErrModelNotString},
+		{name: "model null", body: `{"model":null}`, want: Info{ModelPresent: true}, err: ErrModelNotString},
+		{name: "model object", body: `{"model":{"a":"b"}}`, want: Info{ModelPresent: true}, err: ErrModelNotString},
+		{name: "array", body: `[{"model":"m"}]`, err: ErrNotJSON},
+		{name: "string", body: `"model"`, err: ErrNotJSON},
+		{name: "empty", body: ``, err: ErrNotJSON},
+		{name: "truncated", body: `{"model":"m"`, err: ErrNotJSON},
+		{name: "trailing garbage", body: `{"model":"m"} x`, err: ErrNotJSON},
+		{name: "invalid nested value", body: `{"model":"m","tools":[1,]}`, err: ErrNotJSON},
+		{name: "invalid messages", wantKeys: true, body: `{"model":"m","messages":[{"role":}]}`, err: ErrNotJSON},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Sniff([]byte(tt.body), tt.wantKeys)
+			if !errors.Is(err, tt.err) || (err == nil) != (tt.err == nil) {
+				t.Fatalf("Sniff() error = %v, want %v", err, tt.err)
+			}
+			if got.Model != tt.want.Model || got.ModelPresent != tt.want.ModelPresent || got.Stream != tt.want.Stream ||
+				got.IncludeUsage != tt.want.IncludeUsage || !slices.Equal(got.Keys, tt.want.Keys) {
+				t.Errorf("Sniff() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestSniffOwnsStrings checks that the strings of Info survive a reuse of the body buffer.
+func TestSniffOwnsStrings(t *testing.T) {
+	body := []byte(`{"model":"gpt","messages":[{"role":"user","content":"hello"}]}`)
+	info, err := Sniff(body, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range body {
+		body[i] = 'x'
+	}
+	if info.Model != "gpt" || info.Keys[0].Text != "hello" {
+		t.Errorf("Info changed with the body: %+v", info)
+	}
+}

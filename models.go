@@ -1,0 +1,217 @@
+package llmgateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/goccy/go-json"
+
+	"github.com/llmgw/caddy-llm-gateway/router"
+)
+
+// Limits of the /v1/models aggregation (SPEC §7).
+const (
+	modelsFetchTimeout = 5 * time.Second
+	modelsCacheEntries = 1024
+	maxModelsBody      = 8 << 20
+)
+
+// modelsCache caches aggregated /v1/models answers per caller credential. A cache belongs to one
+// config generation, so a reload invalidates it.
+type modelsCache struct {
+	ttl time.Duration
+
+	mu      sync.Mutex
+	entries map[[sha256.Size]byte]*modelsEntry
+}
+
+// modelsEntry is one cached answer; ready is closed once body is set, so concurrent requests
+// for the same credential share one refresh.
+type modelsEntry struct {
+	ready   chan struct{}
+	body    []byte
+	expires time.Time
+}
+
+func newModelsCache(ttl time.Duration) *modelsCache {
+	return &modelsCache{ttl: ttl, entries: make(map[[sha256.Size]byte]*modelsEntry)}
+}
+
+// serveModels answers GET /v1/models with the union of every client's models.
+func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, g *generation) {
+	cred := callerCredential(r.Header)
+	if g.models.ttl <= 0 {
+		writeJSON(w, http.StatusOK, g.aggregateModels(r.Context(), cred))
+		return
+	}
+	key := sha256.Sum256([]byte(cred))
+	now := time.Now()
+
+	g.models.mu.Lock()
+	e := g.models.entries[key]
+	if e != nil {
+		select {
+		case <-e.ready:
+			if now.After(e.expires) {
+				e = nil // expired: refresh below
+			}
+		default: // a refresh is running: wait for it
+		}
+	}
+	leader := false
+	if e == nil {
+		if len(g.models.entries) >= modelsCacheEntries {
+			for k := range g.models.entries { // evict an arbitrary entry
+				delete(g.models.entries, k)
+				break
+			}
+		}
+		e = &modelsEntry{ready: make(chan struct{})}
+		g.models.entries[key] = e
+		leader = true
+	}
+	g.models.mu.Unlock()
+
+	if leader {
+		// The refresh outlives a leader that disconnects: followers wait for it.
+		e.body = g.aggregateModels(context.WithoutCancel(r.Context()), cred)
+		e.expires = time.Now().Add(g.models.ttl)
+		close(e.ready)
+	} else {
+		select {
+		case <-e.ready:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, e.body)
+}
+
+// modelObject is an upstream model entry: its id, and the object as the upstream sent it.
+type modelObject struct {
+	id  string
+	raw json.RawMessage
+}
+
+// aggregateModels fetches every client's /models concurrently and merges them: de-duplicated by
+// id in config order, each filtered by its client's match rules, followed by the configured
+// exact model names missing from the upstream lists.
+func (g *generation) aggregateModels(ctx context.Context, cred string) []byte {
+	lists := make([][]modelObject, len(g.clients))
+	var wg sync.WaitGroup
+	for i, uc := range g.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lists[i] = fetchModels(ctx, uc, cred)
+		}()
+	}
+	wg.Wait()
+
+	seen := make(map[string]bool)
+	data := make([]json.RawMessage, 0, 16)
+	for _, list := range lists {
+		for _, m := range list {
+			if !seen[m.id] {
+				seen[m.id] = true
+				data = append(data, m.raw)
+			}
+		}
+	}
+	for _, uc := range g.clients {
+		for _, rule := range uc.Match {
+			if rule.Type != router.MatchExact {
+				continue
+			}
+			for _, id := range rule.Values {
+				if seen[id] {
+					continue
+				}
+				seen[id] = true
+				raw, _ := json.Marshal(map[string]any{"id": id, "object": "model", "created": 0, "owned_by": uc.Name})
+				data = append(data, raw)
+			}
+		}
+	}
+	out, _ := json.Marshal(struct {
+		Object string            `json:"object"`
+		Data   []json.RawMessage `json:"data"`
+	}{"list", data})
+	return out
+}
+
+// fetchModels gets one client's model list, keeping the models its match rules accept. Any
+// failure gives an empty list: one broken upstream must not hide the others.
+func fetchModels(ctx context.Context, uc *upstreamClient, cred string) []modelObject {
+	ctx, cancel := context.WithTimeout(ctx, modelsFetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uc.base+"/models", nil)
+	if err != nil {
+		return nil
+	}
+	key := uc.apiKey
+	if key == "" {
+		key = cred
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for _, kv := range uc.headers {
+		req.Header.Set(kv[0], kv[1])
+	}
+	resp, err := uc.transport.RoundTrip(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return nil
+	}
+	body, err := readLimited(resp.Body, maxModelsBody)
+	if err != nil {
+		return nil
+	}
+	var list struct {
+		Data []json.RawMessage `json:"data"`
+		ID   string            `json:"id"`
+	}
+	if json.Unmarshal(body, &list) != nil {
+		return nil
+	}
+	if list.Data == nil && list.ID != "" {
+		list.Data = []json.RawMessage{body}
+	}
+	out := make([]modelObject, 0, len(list.Data))
+	for _, raw := range list.Data {
+		var m struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(raw, &m) != nil || m.ID == "" || !uc.MatchesModel(m.ID) {
+			continue
+		}
+		out = append(out, modelObject{id: m.ID, raw: raw})
+	}
+	return out
+}
+
+// serveHealth answers GET /health with each client's breaker state, in config order.
+func (h *Handler) serveHealth(w http.ResponseWriter, g *generation) {
+	now := time.Now()
+	buf := make([]byte, 0, 64+48*len(g.clients))
+	buf = append(buf, `{"status":"ok","clients":{`...)
+	for i, uc := range g.clients {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		name, _ := json.Marshal(uc.Name)
+		buf = append(buf, name...)
+		buf = append(buf, `:{"state":"`...)
+		buf = append(buf, uc.state.Breaker.State(g.policy, now).String()...)
+		buf = append(buf, `"}`...)
+	}
+	buf = append(buf, "}}"...)
+	writeJSON(w, http.StatusOK, buf)
+}

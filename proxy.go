@@ -1,0 +1,316 @@
+package llmgateway
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
+	"github.com/llmgw/caddy-llm-gateway/router"
+)
+
+// Response headers the gateway adds.
+const (
+	headerTried   = "X-LLM-Gateway-Tried"
+	headerBackend = "X-LLM-Gateway-Backend"
+)
+
+// call is one API request on its way through the gateway.
+type call struct {
+	h      *Handler
+	g      *generation
+	w      http.ResponseWriter
+	r      *http.Request
+	ep     endpoint
+	upPath string
+	start  time.Time
+
+	body      []byte
+	multipart bool
+	info      reqbody.Info
+	stream    bool
+	// injectedUsage is set when the gateway added stream_options.include_usage upstream, so the
+	// usage-only chunk is consumed rather than forwarded.
+	injectedUsage bool
+
+	// last is the most recent failed attempt, which decides the final error.
+	last failure
+	// passed is set when the request went to the next handler.
+	passed bool
+
+	res Result
+}
+
+// failure describes a failed attempt.
+type failure struct {
+	kind   failureKind
+	status int
+	header http.Header
+	body   []byte
+	err    error
+}
+
+type failureKind uint8
+
+const (
+	failNone     failureKind = iota
+	failConnect              // no connection, or it broke before a response
+	failTimeout              // no response headers in time
+	failUpstream             // the upstream answered with a retryable status
+)
+
+// errFirstByteTimeout cancels a streaming attempt whose headers did not arrive in time.
+var errFirstByteTimeout = errors.New("upstream sent no response headers within stream_first_byte_timeout")
+
+// retryable reports whether an upstream status lets the gateway try the next client (SPEC §4).
+func retryable(status int) bool {
+	switch status {
+	case http.StatusTooManyRequests, http.StatusForbidden, http.StatusNotFound, http.StatusUnprocessableEntity:
+		return true
+	}
+	return status >= 500
+}
+
+// route tries the candidates of the request's model in strategy order, then the model fallbacks,
+// until one client answers with a final response.
+func (c *call) route() {
+	g := c.g
+	var candBuf [16]int
+	model := c.info.Model
+	cands := g.table.Candidates(model, candBuf[:0])
+	if len(cands) == 0 {
+		c.fail(&apiError{
+			status:  http.StatusNotFound,
+			typ:     errTypeInvalidRequest,
+			code:    errCodeModelNotFound,
+			message: "The model `" + model + "` does not exist or no upstream serves it.",
+		})
+		return
+	}
+
+	var keyBuf [8]router.Key
+	var keys []router.Key
+	if g.wantKeys {
+		keys = routingKeys(c.info.Keys, keyBuf[:0])
+	}
+	inflight := func(i int) int64 { return g.clients[i].state.InFlight.Load() }
+
+	chain := g.table.NewFallbackChain(model, g.maxHops)
+	attempted := false
+	retryAfter := time.Duration(math.MaxInt64)
+	for {
+		router.Order(g.strategy, g.table, cands, keys, inflight, rand.Float64)
+		for _, i := range cands {
+			uc := g.clients[i]
+			ok, probe := uc.state.Breaker.Allow(g.policy, time.Now())
+			if !ok {
+				if d := uc.state.Breaker.RetryAfter(g.policy, time.Now()); d < retryAfter {
+					retryAfter = d
+				}
+				continue
+			}
+			attempted = true
+			c.res.Tried = append(c.res.Tried, uc.Name)
+			if c.try(uc, model, probe) {
+				return
+			}
+		}
+		value, next, nextCands, err := chain.Next(cands, model, candBuf[:0])
+		if err != nil {
+			if value != "" {
+				c.h.logger.Debug("model fallback not taken", zap.String("fallback", value), zap.Error(err))
+			}
+			break
+		}
+		c.res.Fallbacks++
+		model, cands = next, nextCands
+		c.res.Model = model
+	}
+	c.failAll(attempted, retryAfter)
+}
+
+// failAll answers the final error once every attempt failed (SPEC §4).
+func (c *call) failAll(attempted bool, retryAfter time.Duration) {
+	if !attempted {
+		secs := int64(math.Ceil(retryAfter.Seconds()))
+		if secs < 1 || retryAfter == math.MaxInt64 {
+			secs = 1
+		}
+		c.w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		c.fail(&apiError{
+			status:  http.StatusServiceUnavailable,
+			typ:     errTypeUpstream,
+			code:    errCodeAllCoolingDown,
+			message: "every upstream for model `" + c.info.Model + "` is cooling down after failures",
+		})
+		return
+	}
+	switch c.last.kind {
+	case failUpstream:
+		c.res.Status = c.last.status
+		c.res.Err = "upstream answered " + strconv.Itoa(c.last.status)
+		copyResponseHeader(c.w.Header(), c.last.header, true)
+		c.setGatewayHeaders()
+		body := c.last.body
+		if len(body) == 0 {
+			body = marshalError(errTypeUpstream, "", "upstream answered "+strconv.Itoa(c.last.status)+" with no body")
+			c.w.Header().Set("Content-Type", "application/json")
+		}
+		c.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		c.w.WriteHeader(c.last.status)
+		_, _ = c.w.Write(body)
+		c.res.Response = body
+	case failTimeout:
+		c.fail(&apiError{status: http.StatusGatewayTimeout, typ: errTypeUpstream, code: errCodeUpstreamTimeout,
+			message: "no upstream answered in time: " + errString(c.last.err)})
+	default:
+		c.fail(&apiError{status: http.StatusBadGateway, typ: errTypeUpstream, code: errCodeUpstreamConnect,
+			message: "no upstream could be reached: " + errString(c.last.err)})
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "unknown error"
+	}
+	return err.Error()
+}
+
+// fail answers a gateway error in OpenAI's shape and records it.
+func (c *call) fail(e *apiError) {
+	c.res.Status = e.status
+	c.res.Err = e.message
+	c.setGatewayHeaders()
+	body := marshalError(e.typ, e.code, e.message)
+	c.res.Response = body
+	writeJSON(c.w, e.status, body)
+}
+
+// setGatewayHeaders adds X-LLM-Gateway-Tried and, when a client answered, X-LLM-Gateway-Backend.
+func (c *call) setGatewayHeaders() {
+	if len(c.res.Tried) > 0 {
+		c.w.Header().Set(headerTried, strings.Join(c.res.Tried, ","))
+	}
+	if c.res.Backend != "" {
+		c.w.Header().Set(headerBackend, c.res.Backend)
+	}
+}
+
+// try makes one attempt on uc. It reports true when the call is over: a final answer was
+// written to the caller, or the caller went away.
+func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
+	g := c.g
+	body, err := c.upstreamBody(uc, model)
+	if err != nil {
+		// The body cannot be adapted for this client (it was valid JSON, so this is a bug or a
+		// pathological input); the next client may not need the edit.
+		c.last = failure{kind: failConnect, err: err}
+		if probe {
+			uc.state.Breaker.Abandon()
+		}
+		return false
+	}
+
+	ctx := c.r.Context()
+	var timer *time.Timer
+	var cancel context.CancelCauseFunc
+	if c.stream && g.firstByteTimout > 0 {
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		timer = time.AfterFunc(g.firstByteTimout, func() { cancel(errFirstByteTimeout) })
+	}
+	req := c.newUpstreamRequest(ctx, uc, body)
+
+	uc.state.InFlight.Add(1)
+	defer uc.state.InFlight.Add(-1)
+	resp, err := uc.transport.RoundTrip(req)
+	if timer != nil {
+		timer.Stop()
+	}
+	if err != nil {
+		if c.r.Context().Err() != nil {
+			// The caller went away: no verdict on the upstream.
+			if probe {
+				uc.state.Breaker.Abandon()
+			}
+			c.callerGone()
+			return true
+		}
+		uc.state.Breaker.Failure(g.policy, time.Now())
+		kind := failConnect
+		var ne net.Error
+		if errors.Is(context.Cause(ctx), errFirstByteTimeout) || (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded) {
+			kind = failTimeout
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
+		}
+		c.last = failure{kind: kind, err: err}
+		c.h.logger.Debug("upstream attempt failed", zapClient(uc), zapErr(err))
+		return false
+	}
+
+	if retryable(resp.StatusCode) {
+		errBody, _ := readLimited(resp.Body, maxErrorBody)
+		resp.Body.Close()
+		uc.state.Breaker.Failure(g.policy, time.Now())
+		c.last = failure{kind: failUpstream, status: resp.StatusCode, header: resp.Header, body: errBody}
+		return false
+	}
+
+	c.res.Backend = uc.Name
+	c.res.RequestBody = body
+	if c.stream && resp.StatusCode/100 == 2 && isEventStream(resp.Header) {
+		// A stream commits at its 2xx headers (SPEC §4): it counts as a success now.
+		uc.state.Breaker.Success()
+		c.res.Stream = true
+		c.copyStream(uc, resp)
+		return true
+	}
+	return c.copyResponse(uc, resp, probe)
+}
+
+// callerGone records a call whose caller disconnected before an answer was written.
+func (c *call) callerGone() {
+	c.res.Status = statusClientClosed
+	c.res.Err = "caller closed the connection"
+}
+
+// statusClientClosed is the status recorded (never sent) for calls the caller abandoned, as
+// nginx logs it.
+const statusClientClosed = 499
+
+// upstreamBody returns the body to send to uc: the caller's bytes, edited only where one of the
+// client's request transforms applies (SPEC §5).
+func (c *call) upstreamBody(uc *upstreamClient, model string) ([]byte, error) {
+	var e reqbody.Edit
+	switch {
+	case uc.UpstreamModel != "":
+		e.Model = uc.UpstreamModel
+	case model != c.info.Model:
+		e.Model = model
+	}
+	if c.multipart {
+		if e.Model == "" {
+			return c.body, nil
+		}
+		return reqbody.ReplaceMultipartModel(c.r.Header.Get("Content-Type"), c.body, e.Model)
+	}
+	e.ExtraBody = uc.extraBody
+	if c.ep == epChat || c.ep == epCompletions {
+		e.Stop = uc.Stop
+		e.MaxTokens = uc.MaxTokens
+		e.StripThink = c.ep == epChat && uc.StripsThink()
+		e.IncludeUsage = c.stream && !c.info.IncludeUsage && uc.InjectsUsage()
+	}
+	c.injectedUsage = e.IncludeUsage
+	return reqbody.Apply(c.body, e)
+}

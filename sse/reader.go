@@ -1,0 +1,347 @@
+package sse
+
+import (
+	"bytes"
+	"errors"
+	"io"
+)
+
+// DefaultMaxLineSize is the longest line a Reader accepts unless told
+// otherwise. A single chat chunk is normally well under 4 KiB, but tool
+// calls and some vendors' final chunks can be much larger.
+const DefaultMaxLineSize = 4 << 20
+
+// initialBufferSize is the starting size of a Reader's buffer. It is small
+// because a gateway holds one Reader per open stream; it grows only for
+// streams that actually send long lines.
+const initialBufferSize = 4 << 10
+
+// ErrLineTooLong is returned by Reader.Next when a line exceeds the
+// Reader's maximum line size.
+var ErrLineTooLong = errors.New("sse: line too long")
+
+// Event is one server-sent event, or one comment line.
+//
+// The byte slices alias the Reader's internal buffers and are valid only
+// until the next call to Next. Copy them to keep them.
+type Event struct {
+	// Name is the value of the event's last "event:" field; empty means
+	// the default type ("message").
+	Name []byte
+	// Data is the event's data: the values of its "data:" fields joined
+	// by "\n". For a comment it is the comment text.
+	Data []byte
+	// ID is the value of the event's last "id:" field, if it had one.
+	ID []byte
+	// Comment marks a comment line (one starting with ':'). Only Data is
+	// set; the leading colon and one following space are removed.
+	Comment bool
+}
+
+// Reader reads server-sent events from an io.Reader, following the WHATWG
+// event stream format: LF, CRLF or CR line endings, "field: value" lines
+// with one optional space after the colon, multi-line data, and a leading
+// byte order mark.
+//
+// It deviates from the standard in two ways a proxy needs. Comments are
+// returned as events (Comment set) instead of being dropped, so the caller
+// may forward them; a comment inside an event is returned before that
+// event. And a final event that is not followed by a blank line is still
+// returned when the stream ends cleanly, because upstreams that drop the
+// last newline do exist and losing their last chunk loses the usage.
+//
+// Events without any "data:" field are skipped, as the standard says; an
+// event whose data is empty ("data:" alone) is returned with empty Data.
+// "retry:" fields are ignored.
+type Reader struct {
+	rd      io.Reader
+	buf     []byte
+	r, w    int
+	err     error // sticky: read error, or ErrLineTooLong
+	maxLine int
+	skipLF  bool // the last line ended in '\r'; a '\n' right after belongs to it
+	started bool // the byte order mark check is done
+
+	// State of the event being assembled.
+	nData    int    // number of data lines seen
+	pinStart int    // when nData==1, the data value still sits in buf
+	pinEnd   int    // at buf[pinStart:pinEnd]; pinStart<0 once copied out
+	data     []byte // joined data once it no longer sits in buf
+	name     []byte
+	id       []byte
+	hasID    bool
+}
+
+// NewReader returns a Reader reading from rd with DefaultMaxLineSize.
+func NewReader(rd io.Reader) *Reader {
+	return NewReaderSize(rd, DefaultMaxLineSize)
+}
+
+// NewReaderSize returns a Reader reading from rd that fails with
+// ErrLineTooLong on lines longer than maxLine bytes (line terminator not
+// counted). A maxLine <= 0 means DefaultMaxLineSize.
+func NewReaderSize(rd io.Reader, maxLine int) *Reader {
+	if maxLine <= 0 {
+		maxLine = DefaultMaxLineSize
+	}
+	return &Reader{
+		rd:       rd,
+		buf:      make([]byte, min(initialBufferSize, maxLine+1)),
+		maxLine:  maxLine,
+		pinStart: -1,
+	}
+}
+
+// Reset discards all state and makes r read from rd, so that Readers can be
+// pooled. A buffer that grew for a long line is released. Reset also makes
+// a zero Reader usable, with DefaultMaxLineSize.
+func (r *Reader) Reset(rd io.Reader) {
+	maxLine := r.maxLine
+	if maxLine <= 0 {
+		maxLine = DefaultMaxLineSize
+	}
+	buf := r.buf
+	if cap(buf) == 0 || cap(buf) > 16*initialBufferSize {
+		buf = make([]byte, min(initialBufferSize, maxLine+1))
+	}
+	data := r.data[:0]
+	if cap(data) > 16*initialBufferSize {
+		data = nil
+	}
+	*r = Reader{
+		rd:       rd,
+		buf:      buf[:cap(buf)],
+		maxLine:  maxLine,
+		pinStart: -1,
+		data:     data,
+		name:     r.name[:0],
+		id:       r.id[:0],
+	}
+}
+
+// Buffered returns the number of bytes already read from the underlying
+// reader and not yet consumed by Next. A proxy flushes its output when it
+// is zero: the next call to Next would block on the network.
+//
+// A partial next event counts as buffered; an event is therefore flushed
+// late only if the upstream split the following event across writes.
+func (r *Reader) Buffered() int {
+	n := r.w - r.r
+	if n > 0 && r.skipLF && r.buf[r.r] == '\n' {
+		n--
+	}
+	return n
+}
+
+// Next returns the next event or comment. It returns io.EOF after the last
+// event of a stream that ended cleanly, ErrLineTooLong for an oversized
+// line, and any other error of the underlying reader as is; an event cut
+// short by such an error is discarded.
+func (r *Reader) Next() (Event, error) {
+	for {
+		start, end, err := r.readLine()
+		if err != nil {
+			if err == io.EOF && r.nData > 0 {
+				return r.dispatch(), nil
+			}
+			r.resetEvent()
+			return Event{}, err
+		}
+		line := r.buf[start:end]
+		if !r.started {
+			r.started = true
+			if bytes.HasPrefix(line, []byte("\xef\xbb\xbf")) {
+				line = line[3:]
+			}
+		}
+		if len(line) == 0 {
+			if r.nData > 0 {
+				return r.dispatch(), nil
+			}
+			r.resetEvent()
+			continue
+		}
+		if line[0] == ':' {
+			return Event{Data: trimSpace1(line[1:]), Comment: true}, nil
+		}
+		field, value := line, line[len(line):]
+		if i := bytes.IndexByte(line, ':'); i >= 0 {
+			field, value = line[:i], trimSpace1(line[i+1:])
+		}
+		switch string(field) {
+		case "data":
+			r.nData++
+			if r.nData == 1 {
+				// Leave the value where it is: a single-line event is
+				// then returned without copying it anywhere.
+				r.pinEnd = end
+				r.pinStart = end - len(value)
+				break
+			}
+			r.unpin()
+			r.data = append(r.data, '\n')
+			r.data = append(r.data, value...)
+		case "event":
+			r.name = append(r.name[:0], value...)
+		case "id":
+			if bytes.IndexByte(value, 0) < 0 {
+				r.id = append(r.id[:0], value...)
+				r.hasID = true
+			}
+		}
+	}
+}
+
+// trimSpace1 removes one leading space, as the format prescribes.
+func trimSpace1(b []byte) []byte {
+	if len(b) > 0 && b[0] == ' ' {
+		return b[1:]
+	}
+	return b
+}
+
+// dispatch returns the assembled event and clears the state for the next
+// one. The returned slices stay valid because nothing is written to the
+// buffers before the next call to Next.
+func (r *Reader) dispatch() Event {
+	ev := Event{Name: r.name}
+	if r.pinStart >= 0 {
+		ev.Data = r.buf[r.pinStart:r.pinEnd]
+	} else {
+		ev.Data = r.data
+	}
+	if r.hasID {
+		ev.ID = r.id
+	}
+	r.resetEvent()
+	return ev
+}
+
+func (r *Reader) resetEvent() {
+	r.nData = 0
+	r.pinStart = -1
+	r.data = r.data[:0]
+	r.name = r.name[:0]
+	r.id = r.id[:0]
+	r.hasID = false
+}
+
+// unpin moves a pinned single data value into r.data.
+func (r *Reader) unpin() {
+	if r.pinStart >= 0 {
+		r.data = append(r.data[:0], r.buf[r.pinStart:r.pinEnd]...)
+		r.pinStart = -1
+	}
+}
+
+// readLine returns the offsets in r.buf of the next line, without its
+// terminator. The offsets are valid until the next readLine. At the end of
+// the stream an unterminated last line is returned as a line before the
+// error.
+func (r *Reader) readLine() (start, end int, err error) {
+	scanned := 0 // bytes after r.r known to hold no line terminator
+	for {
+		if r.skipLF && r.r < r.w {
+			if r.buf[r.r] == '\n' {
+				r.r++
+			}
+			r.skipLF = false
+		}
+		if i := indexEOL(r.buf[r.r+scanned : r.w]); i >= 0 {
+			start, end = r.r, r.r+scanned+i
+			if end-start > r.maxLine {
+				return r.fail(ErrLineTooLong)
+			}
+			r.skipLF = r.buf[end] == '\r'
+			r.r = end + 1
+			return start, end, nil
+		}
+		scanned = r.w - r.r
+		if r.err != nil {
+			if r.w > r.r {
+				start, end = r.r, r.w
+				if end-start > r.maxLine {
+					return r.fail(ErrLineTooLong)
+				}
+				r.r = r.w
+				return start, end, nil
+			}
+			return 0, 0, r.err
+		}
+		if scanned > r.maxLine {
+			return r.fail(ErrLineTooLong)
+		}
+		r.fill()
+	}
+}
+
+func (r *Reader) fail(err error) (int, int, error) {
+	r.err = err
+	r.r, r.w = 0, 0
+	return 0, 0, err
+}
+
+// indexEOL returns the index of the first '\n' or '\r' in b, or -1.
+func indexEOL(b []byte) int {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return bytes.IndexByte(b, '\r')
+	}
+	if j := bytes.IndexByte(b[:i], '\r'); j >= 0 {
+		return j
+	}
+	return i
+}
+
+// fill reads more data into the buffer, first sliding unconsumed bytes (and
+// a pinned data value) to the front, and growing the buffer when a line
+// does not fit.
+func (r *Reader) fill() {
+	r.compact()
+	if r.w == len(r.buf) && r.pinStart >= 0 {
+		// Keeping the pinned value would force the buffer to grow; copy
+		// it out instead so the buffer only ever holds one line.
+		r.unpin()
+		r.compact()
+	}
+	if r.w == len(r.buf) {
+		// readLine bounds the pending line to maxLine, so this grows.
+		nb := make([]byte, min(2*len(r.buf), r.maxLine+1))
+		copy(nb, r.buf[:r.w])
+		r.buf = nb
+	}
+	for range 100 {
+		n, err := r.rd.Read(r.buf[r.w:])
+		if n < 0 || n > len(r.buf)-r.w {
+			r.err = errors.New("sse: reader returned invalid count")
+			return
+		}
+		r.w += n
+		if err != nil {
+			r.err = err
+			return
+		}
+		if n > 0 {
+			return
+		}
+	}
+	r.err = io.ErrNoProgress
+}
+
+// compact slides the live part of the buffer to its front.
+func (r *Reader) compact() {
+	from := r.r
+	if r.pinStart >= 0 && r.pinStart < from {
+		from = r.pinStart
+	}
+	if from == 0 {
+		return
+	}
+	copy(r.buf, r.buf[from:r.w])
+	r.w -= from
+	r.r -= from
+	if r.pinStart >= 0 {
+		r.pinStart -= from
+		r.pinEnd -= from
+	}
+}

@@ -1,0 +1,226 @@
+package llmgateway
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/llmgw/caddy-llm-gateway/sse"
+)
+
+// Limits on upstream bodies the gateway holds in memory.
+const (
+	maxErrorBody    = 1 << 20  // a retryable answer's body, kept for the final error
+	maxResponseBody = 64 << 20 // a non-streaming answer
+)
+
+// droppedRequestHeaders are caller headers never sent upstream: hop-by-hop headers, the
+// caller's credentials (the gateway sets its own, SPEC §2.4), proxy metadata (upstreams are
+// third parties) and headers the transport manages itself.
+var droppedRequestHeaders = map[string]bool{
+	"Connection":          true,
+	"Proxy-Connection":    true,
+	"Keep-Alive":          true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+	"Host":                true,
+	"Content-Length":      true,
+	"Expect":              true,
+	"Accept-Encoding":     true, // let the transport negotiate and decode compression
+	"Authorization":       true,
+	"X-Api-Key":           true,
+	"Api-Key":             true,
+	"Cookie":              true,
+	"Forwarded":           true,
+	"Via":                 true,
+	"X-Forwarded-For":     true,
+	"X-Forwarded-Host":    true,
+	"X-Forwarded-Proto":   true,
+	"X-Real-Ip":           true,
+}
+
+// hopHeaders are removed from upstream responses (RFC 9110 §7.6.1).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// newUpstreamRequest builds the request for uc carrying body.
+func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) *http.Request {
+	r := c.r
+	target := uc.base + c.upPath
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	u, err := url.Parse(target)
+	if err != nil {
+		// base is validated at provision and the path is one of ours; fall back to no query.
+		u, _ = url.Parse(uc.base + c.upPath)
+	}
+
+	header := make(http.Header, len(r.Header)+len(uc.headers)+2)
+	for name, values := range r.Header {
+		if !droppedRequestHeaders[name] {
+			header[name] = values
+		}
+	}
+	// Headers named in Connection are hop-by-hop too.
+	for _, v := range r.Header["Connection"] {
+		for _, name := range strings.Split(v, ",") {
+			delete(header, http.CanonicalHeaderKey(strings.TrimSpace(name)))
+		}
+	}
+	if key := c.credential(uc); key != "" {
+		header["Authorization"] = []string{"Bearer " + key}
+		if c.ep == epMessages {
+			header["X-Api-Key"] = []string{key}
+		}
+	}
+	for _, kv := range uc.headers {
+		header[kv[0]] = []string{kv[1]}
+	}
+
+	req := (&http.Request{
+		Method:        http.MethodPost,
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        header,
+		Host:          u.Host,
+		ContentLength: int64(len(body)),
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		// GetBody lets the transport replay the POST on a keep-alive connection the upstream
+		// closed meanwhile.
+		GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
+	}).WithContext(ctx)
+	return req
+}
+
+// credential is the API key sent to uc: its own, else the caller's bearer token or X-Api-Key.
+func (c *call) credential(uc *upstreamClient) string {
+	if uc.apiKey != "" {
+		return uc.apiKey
+	}
+	return callerCredential(c.r.Header)
+}
+
+// callerCredential is the caller's bearer token (scheme matched case-insensitively), else its
+// X-Api-Key, else "".
+func callerCredential(h http.Header) string {
+	if auth := h.Get("Authorization"); len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+		return strings.TrimSpace(auth[7:])
+	}
+	return strings.TrimSpace(h.Get("X-Api-Key"))
+}
+
+// copyResponseHeader copies upstream response headers to dst without hop-by-hop headers, and
+// without Content-Length when dropLength is set (the gateway sets its own).
+func copyResponseHeader(dst, src http.Header, dropLength bool) {
+	for name, values := range src {
+		dst[name] = values
+	}
+	for _, name := range src["Connection"] {
+		for _, n := range strings.Split(name, ",") {
+			dst.Del(strings.TrimSpace(n))
+		}
+	}
+	for _, name := range hopHeaders {
+		delete(dst, name)
+	}
+	if dropLength {
+		delete(dst, "Content-Length")
+	}
+}
+
+// isEventStream reports whether an upstream answer is SSE.
+func isEventStream(h http.Header) bool {
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	return mt == "text/event-stream"
+}
+
+// readLimited reads at most limit bytes of r.
+func readLimited(r io.Reader, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	_, err := buf.ReadFrom(io.LimitReader(r, limit))
+	return buf.Bytes(), err
+}
+
+// copyResponse relays a complete (non-streaming) answer, applying the response transforms of
+// SPEC §6 to successful chat and completion answers. It reports false when the body could not
+// be read, so the next client is tried: nothing was written to the caller yet.
+func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool) bool {
+	g := c.g
+	body, err := readLimited(resp.Body, maxResponseBody)
+	resp.Body.Close()
+	if err != nil {
+		if c.r.Context().Err() != nil {
+			if probe {
+				uc.state.Breaker.Abandon()
+			}
+			c.callerGone()
+			return true
+		}
+		uc.state.Breaker.Failure(g.policy, time.Now())
+		c.last = failure{kind: failConnect, err: err}
+		c.res.Backend = ""
+		return false
+	}
+	uc.state.Breaker.Success()
+
+	if resp.StatusCode/100 == 2 {
+		if kind, ok := c.ep.sseKind(); ok && (uc.SpecialPrefix != "" || (c.ep == epChat && uc.format != sse.Passthrough)) {
+			if out, err := sse.TransformResponse(body, kind, uc.SpecialPrefix, c.format(uc)); err == nil {
+				body = out
+			}
+		}
+		if u, ok := sse.ParseUsage(body); ok {
+			c.res.Usage = u
+		}
+	}
+	c.res.Status = resp.StatusCode
+	c.res.Response = body
+
+	h := c.w.Header()
+	copyResponseHeader(h, resp.Header, true)
+	c.setGatewayHeaders()
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	c.w.WriteHeader(resp.StatusCode)
+	_, _ = c.w.Write(body)
+	return true
+}
+
+// format is the thinking normalisation that applies to this call's answers from uc: only chat
+// answers carry reasoning.
+func (c *call) format(uc *upstreamClient) sse.Format {
+	if c.ep != epChat {
+		return sse.Passthrough
+	}
+	return uc.format
+}
+
+// sseKind maps chat and completions to the sse transform kind.
+func (e endpoint) sseKind() (sse.Kind, bool) {
+	switch e {
+	case epChat:
+		return sse.Chat, true
+	case epCompletions:
+		return sse.Completion, true
+	}
+	return 0, false
+}
+
+func zapClient(uc *upstreamClient) zap.Field { return zap.String("client", uc.Name) }
+func zapErr(err error) zap.Field             { return zap.Error(err) }
