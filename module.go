@@ -4,10 +4,13 @@
 package llmgateway
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/goccy/go-json"
 	"go.uber.org/zap"
 
+	"github.com/llmgw/caddy-llm-gateway/audit"
 	gwcaddyfile "github.com/llmgw/caddy-llm-gateway/caddyfile"
 	"github.com/llmgw/caddy-llm-gateway/router"
 	"github.com/llmgw/caddy-llm-gateway/sse"
@@ -36,6 +40,13 @@ type Handler struct {
 
 	logger *zap.Logger
 	ctx    caddy.Context
+	audit  *audit.App // nil when the llm_audit app is not configured
+
+	// stopCtx is cancelled when the process exits, cutting in-flight upstream calls so each
+	// writes its (partial) audit row before the writer closes; inflight counts those calls.
+	stopCtx  context.Context
+	stop     context.CancelFunc
+	inflight sync.WaitGroup
 
 	// gen is the routing state built from Config (and the YAML file). It is replaced as a whole
 	// when the YAML changes; a request loads it once and keeps it to the end.
@@ -55,6 +66,15 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.ctx = ctx
 	h.logger = ctx.Logger()
+	h.stopCtx, h.stop = context.WithCancel(context.Background())
+	if app, err := ctx.AppIfConfigured("llm_audit"); err == nil {
+		h.audit = app.(*audit.App)
+	} else if !errors.Is(err, caddy.ErrNotConfigured) {
+		return fmt.Errorf("llm_gateway: loading llm_audit app: %w", err)
+	}
+	if err := registerMetrics(ctx); err != nil {
+		return err
+	}
 	gen, err := h.build(ctx)
 	if err != nil {
 		return err
@@ -71,10 +91,29 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases the per-client state references of this config generation.
+// exitWait bounds how long a process exit waits for cut calls to write their audit rows.
+const exitWait = 5 * time.Second
+
+// Cleanup releases the per-client state references of this config generation. On a reload,
+// calls still running on this generation finish undisturbed (Caddy runs Cleanup while they
+// flow). When the process exits, it cancels them and waits, boundedly, until each has handed
+// its audit row to the writer.
 func (h *Handler) Cleanup() error {
 	if g := h.gen.Swap(nil); g != nil {
 		g.release()
+	}
+	if h.stop != nil && caddy.Exiting() {
+		h.stop()
+		done := make(chan struct{})
+		go func() {
+			h.inflight.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(exitWait):
+			h.logger.Warn("calls still running at exit", zap.Duration("waited", exitWait))
+		}
 	}
 	return nil
 }

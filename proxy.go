@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
 	"github.com/llmgw/caddy-llm-gateway/router"
 )
@@ -29,6 +30,8 @@ type call struct {
 	g      *generation
 	w      http.ResponseWriter
 	r      *http.Request
+	ctx    context.Context // the caller's context, also cancelled at process exit
+	audit  audit.Handle    // the zero Handle when auditing is off
 	ep     endpoint
 	upPath string
 	start  time.Time
@@ -219,7 +222,7 @@ func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
 		return false
 	}
 
-	ctx := c.r.Context()
+	ctx := c.ctx
 	var timer *time.Timer
 	var cancel context.CancelCauseFunc
 	if c.stream && g.firstByteTimout > 0 {
@@ -236,8 +239,8 @@ func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
 		timer.Stop()
 	}
 	if err != nil {
-		if c.r.Context().Err() != nil {
-			// The caller went away: no verdict on the upstream.
+		if c.ctx.Err() != nil {
+			// The caller went away (or the process exits): no verdict on the upstream.
 			if probe {
 				uc.state.Breaker.Abandon()
 			}

@@ -1,10 +1,15 @@
 package llmgateway
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
 
@@ -29,6 +34,11 @@ type Result struct {
 
 // finish completes the call's Result and publishes it.
 func (c *call) finish() {
+	defer func() {
+		if err := c.audit.Release(); err != nil {
+			c.h.logger.Error("releasing audit writer", zap.Error(err))
+		}
+	}()
 	if c.passed {
 		return
 	}
@@ -43,4 +53,56 @@ func (c *call) finish() {
 		repl.Set("http.llm.tried", strings.Join(c.res.Tried, ","))
 		repl.Set("http.llm.status", strconv.Itoa(c.res.Status))
 	}
+	c.observe()
+	if c.audit.Writer() != nil {
+		c.audit.Enqueue(c.record())
+	}
+}
+
+// keepBodies reports whether the audit log stores bodies, so streams keep a transcript.
+func (c *call) keepBodies() bool {
+	return c.audit.Writer() != nil && c.h.audit != nil && c.h.audit.Bodies != audit.BodiesNone
+}
+
+// record builds the call's audit row.
+func (c *call) record() *audit.Record {
+	r := c.r
+	res := &c.res
+	rec := &audit.Record{
+		Time:             c.start,
+		Model:            res.Model,
+		Type:             c.ep.recordType(),
+		PromptTokens:     res.Usage.PromptTokens,
+		CompletionTokens: res.Usage.CompletionTokens,
+		TotalTokens:      res.Usage.TotalTokens,
+		Headers:          r.Header,
+		Request:          res.RequestBody,
+		Response:         res.Response,
+		Backend:          res.Backend,
+		Status:           res.Status,
+		LatencyMs:        res.Latency.Milliseconds(),
+		TTFTMs:           -1,
+		Stream:           c.stream,
+		Endpoint:         r.URL.Path,
+		RequestID:        r.Header.Get("X-Request-Id"),
+		Tried:            strings.Join(res.Tried, ","),
+		Error:            res.Err,
+	}
+	if res.Stream {
+		rec.TTFTMs = res.TTFT.Milliseconds()
+	}
+	if rec.Request == nil {
+		rec.Request = c.body
+	}
+	if !c.multipart {
+		rec.Tool = bytes.Contains(rec.Request, []byte(`"tools"`))
+		rec.Multimodal = c.ep == epChat && bytes.Contains(rec.Request, []byte(`"image_url"`))
+	}
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+		rec.IP = ip
+	}
+	if res.Backend == "" && len(res.Tried) > 0 {
+		rec.Backend = res.Tried[len(res.Tried)-1]
+	}
+	return rec
 }

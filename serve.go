@@ -2,6 +2,7 @@ package llmgateway
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"mime"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
 	"github.com/llmgw/caddy-llm-gateway/router"
@@ -124,14 +126,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // serveAPI reads and sniffs the body, then routes the call.
 func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, g *generation, ep endpoint, upPath string) error {
+	h.inflight.Add(1)
+	defer h.inflight.Done()
+
+	// Upstream calls end with the caller's request, or when the process exits.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(h.stopCtx, cancel)()
+
 	c := &call{
 		h:      h,
 		g:      g,
 		w:      w,
 		r:      r,
+		ctx:    ctx,
 		ep:     ep,
 		upPath: upPath,
 		start:  time.Now(),
+	}
+	var err error
+	if c.audit, err = h.audit.Acquire(); err != nil {
+		h.logger.Error("audit database unavailable; this call is not recorded", zap.Error(err))
 	}
 	defer c.finish()
 

@@ -43,7 +43,16 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 	rd := sse.NewReader(resp.Body)
 	buf := make([]byte, 0, 4096)
 	sawDone := false
-	var transcript bytes.Buffer // what the caller received, for the audit record
+	// transcript keeps what the caller received, for the audit record.
+	var transcript *bytes.Buffer
+	if c.keepBodies() {
+		transcript = new(bytes.Buffer)
+	}
+	defer func() {
+		if transcript != nil {
+			c.res.Response = transcript.Bytes()
+		}
+	}()
 	for {
 		ev, err := rd.Next()
 		if err != nil {
@@ -52,11 +61,14 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 			}
 			if c.r.Context().Err() != nil {
 				c.callerGone()
+				c.res.Partial = true
 				return
 			}
 			c.res.Err = "upstream stream interrupted: " + err.Error()
 			buf = c.appendStreamError(buf, c.res.Err)
-			c.write(rc, buf)
+			if c.write(rc, buf) && transcript != nil {
+				transcript.Write(buf)
+			}
 			c.res.Partial = true
 			return
 		}
@@ -90,9 +102,12 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 		}
 		if rd.Buffered() == 0 && len(buf) > 0 {
 			if !c.write(rc, buf) {
+				c.res.Partial = true
 				return
 			}
-			transcript.Write(buf)
+			if transcript != nil {
+				transcript.Write(buf)
+			}
 			buf = buf[:0]
 		}
 	}
@@ -102,7 +117,7 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 		}
 		buf = append(buf, sse.DoneEvent...)
 	}
-	if len(buf) > 0 && c.write(rc, buf) {
+	if len(buf) > 0 && c.write(rc, buf) && transcript != nil {
 		transcript.Write(buf)
 	}
 	if chunked {
@@ -111,7 +126,6 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 		}
 		c.res.FinishReason = tr.FinishReason()
 	}
-	c.res.Response = transcript.Bytes()
 }
 
 // commentPing replaces upstream ping events: SSE clients ignore comments.

@@ -166,7 +166,7 @@ func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool)
 	body, err := readLimited(resp.Body, maxResponseBody)
 	resp.Body.Close()
 	if err != nil {
-		if c.r.Context().Err() != nil {
+		if c.ctx.Err() != nil {
 			if probe {
 				uc.state.Breaker.Abandon()
 			}
