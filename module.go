@@ -31,6 +31,7 @@ func init() {
 	caddy.RegisterModule(new(Handler))
 	httpcaddyfile.RegisterHandlerDirective("llm_gateway", parseCaddyfile)
 	httpcaddyfile.RegisterDirectiveOrder("llm_gateway", httpcaddyfile.Before, "reverse_proxy")
+	httpcaddyfile.RegisterGlobalOption("llm_audit", gwcaddyfile.ParseAuditOption)
 }
 
 // Handler is the llm_gateway HTTP handler. It answers the OpenAI-compatible API paths (SPEC §3)
