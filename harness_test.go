@@ -56,12 +56,13 @@ func startGateway(t testing.TB, globals, site string) *gateway {
 		}
 		caddyMu.Unlock()
 	})
-	g.load(globals, site)
+	g.reload(globals, site, true)
 	return g
 }
 
-// load applies a new config to the running Caddy, as a reload does.
-func (g *gateway) load(globals, site string) {
+// reload applies a config to the running Caddy as `caddy reload` does; without force, Caddy
+// skips a config identical to the running one.
+func (g *gateway) reload(globals, site string, force bool) {
 	g.t.Helper()
 	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tauto_https off\n\tgrace_period 2s\n%s\n}\n:%d {\n\tbind 127.0.0.1\n%s\n}\n", globals, g.port, site)
 	adapter := caddyconfig.GetAdapter("caddyfile")
@@ -74,7 +75,7 @@ func (g *gateway) load(globals, site string) {
 			g.t.Logf("adapt warning: %s", w.String())
 		}
 	}
-	if err := caddy.Load(cfgJSON, true); err != nil {
+	if err := caddy.Load(cfgJSON, force); err != nil {
 		g.t.Fatalf("loading config: %v\n%s", err, cfgJSON)
 	}
 }

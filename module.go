@@ -4,11 +4,13 @@
 package llmgateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +51,8 @@ type Handler struct {
 	stop     context.CancelFunc
 	inflight sync.WaitGroup
 
+	watcher *yamlWatcher // nil without a config file
+
 	// gen is the routing state built from Config (and the YAML file). It is replaced as a whole
 	// when the YAML changes; a request loads it once and keeps it to the end.
 	gen atomic.Pointer[generation]
@@ -73,14 +77,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	} else if !errors.Is(err, caddy.ErrNotConfigured) {
 		return fmt.Errorf("llm_gateway: loading llm_audit app: %w", err)
 	}
-	if err := registerMetrics(ctx); err != nil {
+	if err := registerMetrics(ctx, h); err != nil {
 		return err
 	}
-	gen, err := h.build(ctx)
+	var data []byte
+	if h.Config.Config != "" {
+		var err error
+		if data, err = os.ReadFile(h.Config.Config); err != nil {
+			return fmt.Errorf("llm_gateway: reading config: %w", err)
+		}
+	}
+	gen, err := h.build(ctx, data, nil)
 	if err != nil {
 		return err
 	}
 	h.gen.Store(gen)
+	if h.Config.Config != "" {
+		h.watcher = h.watchYAML(h.Config.Config, data)
+	}
 	return nil
 }
 
@@ -100,6 +114,10 @@ const exitWait = 5 * time.Second
 // flow). When the process exits, it cancels them and waits, boundedly, until each has handed
 // its audit row to the writer.
 func (h *Handler) Cleanup() error {
+	// Stop the watcher first so it cannot install a generation after this one is released.
+	if h.watcher != nil {
+		h.watcher.close()
+	}
 	if g := h.gen.Swap(nil); g != nil {
 		g.release()
 	}
@@ -143,21 +161,26 @@ type upstreamClient struct {
 	*router.Client
 	base      string // base_url without a trailing slash
 	transport http.RoundTripper
-	state     *router.ClientState
-	stateKey  string
-	apiKey    string
-	headers   [][2]string
-	extraBody []byte
-	format    sse.Format // effective thinking_format
+	// transportJSON is the transport config the transport was loaded from.
+	transportJSON json.RawMessage
+	state         *router.ClientState
+	stateKey      string
+	apiKey        string
+	headers       [][2]string
+	extraBody     []byte
+	format        sse.Format // effective thinking_format
 }
 
-func (h *Handler) build(ctx caddy.Context) (*generation, error) {
+// build makes the routing state from the handler's config merged with yamlData, the content of
+// the YAML file (nil when there is none). Transports of clients unchanged since prev are reused,
+// so a YAML edit does not drop their connection pools.
+func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*generation, error) {
 	cfg := h.Config
 	cfg.Clients = append([]*router.Client(nil), h.Config.Clients...)
 	if cfg.Config != "" {
-		yc, warnings, err := gwcaddyfile.LoadYAML(cfg.Config)
+		yc, warnings, err := gwcaddyfile.ParseYAML(yamlData, cfg.Config, os.Getenv)
 		if err != nil {
-			return nil, fmt.Errorf("llm_gateway: loading %s: %w", cfg.Config, err)
+			return nil, fmt.Errorf("llm_gateway: %w", err)
 		}
 		for _, w := range warnings {
 			h.logger.Warn("origin config", zap.String("file", cfg.Config), zap.String("warning", w))
@@ -206,7 +229,7 @@ func (h *Handler) build(ctx caddy.Context) (*generation, error) {
 
 	repl := caddy.NewReplacer()
 	for _, c := range table.Clients {
-		uc, err := newUpstreamClient(ctx, repl, c, g.thinking)
+		uc, err := newUpstreamClient(ctx, repl, c, g.thinking, prev)
 		if err != nil {
 			g.release()
 			return nil, fmt.Errorf("llm_gateway: client %s: %w", c.Name, err)
@@ -216,7 +239,7 @@ func (h *Handler) build(ctx caddy.Context) (*generation, error) {
 	return g, nil
 }
 
-func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client, thinking router.ThinkingFormat) (*upstreamClient, error) {
+func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client, thinking router.ThinkingFormat, prev *generation) (*upstreamClient, error) {
 	base := strings.TrimRight(repl.ReplaceKnown(c.BaseURL, ""), "/")
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -251,20 +274,25 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 			return nil, err
 		}
 	}
-	// LoadModule reads the raw JSON from the struct field; use a copy so the config as
-	// written (and shown by adapt) stays untouched.
-	holder := struct {
-		TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=http.reverse_proxy.transport inline_key=protocol"`
-	}{TransportRaw: raw}
-	mod, err := ctx.LoadModule(&holder, "TransportRaw")
-	if err != nil {
-		return nil, fmt.Errorf("loading transport: %w", err)
+	uc.transportJSON = raw
+	if p := prev.client(c.Name); p != nil && p.base == base && bytes.Equal(p.transportJSON, raw) {
+		uc.transport = p.transport
+	} else {
+		// LoadModule reads the raw JSON from the struct field; use a copy so the config as
+		// written (and shown by adapt) stays untouched.
+		holder := struct {
+			TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=http.reverse_proxy.transport inline_key=protocol"`
+		}{TransportRaw: raw}
+		mod, err := ctx.LoadModule(&holder, "TransportRaw")
+		if err != nil {
+			return nil, fmt.Errorf("loading transport: %w", err)
+		}
+		rt, ok := mod.(http.RoundTripper)
+		if !ok {
+			return nil, fmt.Errorf("transport module %T is not an http.RoundTripper", mod)
+		}
+		uc.transport = rt
 	}
-	rt, ok := mod.(http.RoundTripper)
-	if !ok {
-		return nil, fmt.Errorf("transport module %T is not an http.RoundTripper", mod)
-	}
-	uc.transport = rt
 
 	uc.stateKey = c.Name + "\x00" + base
 	st, _, err := clientStates.LoadOrNew(uc.stateKey, func() (caddy.Destructor, error) {
@@ -288,6 +316,17 @@ func enableTLS(raw json.RawMessage) (json.RawMessage, error) {
 	}
 	m["tls"] = json.RawMessage(`{}`)
 	return json.Marshal(m)
+}
+
+// client returns the generation's client named name, or nil; g may be nil.
+func (g *generation) client(name string) *upstreamClient {
+	if g == nil {
+		return nil
+	}
+	if i, ok := g.table.Index(name); ok {
+		return g.clients[i]
+	}
+	return nil
 }
 
 // release drops this generation's references to the shared client state.

@@ -121,6 +121,7 @@ func (c *call) route() {
 				continue
 			}
 			attempted = true
+			c.countFailover()
 			c.res.Tried = append(c.res.Tried, uc.Name)
 			if c.try(uc, model, probe) {
 				return

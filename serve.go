@@ -128,6 +128,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, g *generation, ep endpoint, upPath string) error {
 	h.inflight.Add(1)
 	defer h.inflight.Done()
+	gauge := inFlightGauge(ep)
+	gauge.Inc()
+	defer gauge.Dec()
 
 	// Upstream calls end with the caller's request, or when the process exits.
 	ctx, cancel := context.WithCancel(r.Context())

@@ -50,7 +50,12 @@ func LoadYAML(path string) (*router.Config, []string, error) {
 // Where the origin silently accepted a value that could never work, the gateway keeps going
 // and warns: an extra_body string that is not a JSON object is skipped, a model_match rule with
 // an unknown type or no values is dropped, and a client left without any rule is skipped.
+//
+// A nil getenv means os.Getenv.
 func ParseYAML(data []byte, filename string, getenv func(string) string) (*router.Config, []string, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
 	p := &yamlParser{file: filename, getenv: getenv, budget: maxJSONNodes}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {

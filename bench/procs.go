@@ -1,0 +1,394 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/goccy/go-json"
+	"github.com/ncruces/go-sqlite3"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat. It
+// is 100 on every Linux architecture Go supports; reading it needs sysconf,
+// which needs cgo.
+const clockTicks = 100
+
+// gatewayModules must all be listed by a Caddy binary for it to serve every
+// target.
+var gatewayModules = []string{"http.handlers.llm_gateway", "llm_audit"}
+
+// buildBinaries builds the fake upstream and Caddy into dir, unless paths were
+// given. Caddy comes from cmd/caddy; if that binary lacks the gateway's
+// modules it is rebuilt from bench/caddy, which imports them, and a warning
+// says so.
+func buildBinaries(repo, dir, caddyBin, fakeBin string, warn func(string)) (string, string, error) {
+	if fakeBin == "" {
+		fakeBin = filepath.Join(dir, "fakeupstream")
+		if err := goBuild(repo, fakeBin, "./cmd/fakeupstream"); err != nil {
+			return "", "", err
+		}
+	}
+	if caddyBin != "" {
+		return caddyBin, fakeBin, checkModules(caddyBin)
+	}
+	caddyBin = filepath.Join(dir, "caddy")
+	if err := goBuild(repo, caddyBin, "./cmd/caddy"); err != nil {
+		return "", "", err
+	}
+	if err := checkModules(caddyBin); err != nil {
+		warn(fmt.Sprintf("cmd/caddy: %v; using bench/caddy, which imports them", err))
+		if err := goBuild(repo, caddyBin, "./bench/caddy"); err != nil {
+			return "", "", err
+		}
+		return caddyBin, fakeBin, checkModules(caddyBin)
+	}
+	return caddyBin, fakeBin, nil
+}
+
+func goBuild(repo, out, pkg string) error {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = repo
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("building %s: %w", pkg, err)
+	}
+	return nil
+}
+
+func checkModules(caddyBin string) error {
+	out, err := exec.Command(caddyBin, "list-modules").Output()
+	if err != nil {
+		return fmt.Errorf("%s list-modules: %w", caddyBin, err)
+	}
+	var missing []string
+	for _, m := range gatewayModules {
+		if !bytes.Contains(out, []byte(m+"\n")) {
+			missing = append(missing, m)
+		}
+	}
+	if missing != nil {
+		return fmt.Errorf("modules %s not compiled in", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// raiseNoFile lifts the soft limit on open files to the hard limit, and fails
+// when even that is below need. Child processes inherit the raised limit (Go
+// restores the original soft limit in children only when the program never
+// calls Setrlimit itself).
+func raiseNoFile(need uint64) (uint64, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, fmt.Errorf("reading RLIMIT_NOFILE: %w", err)
+	}
+	l.Cur = l.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, fmt.Errorf("raising RLIMIT_NOFILE to %d: %w", l.Max, err)
+	}
+	if l.Cur < need {
+		return l.Cur, fmt.Errorf("open files limited to %d, %d needed: raise the hard limit (ulimit -Hn) or lower -streams", l.Cur, need)
+	}
+	return l.Cur, nil
+}
+
+// process is a child process under test, logging to a file in the work dir.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{} // closed when the process exited
+}
+
+func startProcess(dir, name, bin string, args ...string) (*process, error) {
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Caddy's autosave and storage go to the work dir, never the user's.
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
+	// Children die with the benchmark, even when it is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// stop asks the process to shut down gracefully (Caddy then drains the
+// audit queue) and kills it after timeout.
+func (p *process) stop(timeout time.Duration) {
+	p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// waitHTTP polls url until it answers at all (any status) or the process
+// exits or the timeout passes: there is no readiness signal to await from a
+// separate process.
+func (p *process) waitHTTP(url string, timeout time.Duration) error {
+	c := &http.Client{Timeout: time.Second}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for {
+		if resp, err := c.Get(url); err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited during startup; see %s", p.name, p.log)
+		case <-deadline:
+			return fmt.Errorf("%s not answering %s after %v; see %s", p.name, url, timeout, p.log)
+		case <-tick.C:
+		}
+	}
+}
+
+// cpuTime returns the user+system CPU time the process has used so far, its
+// exited threads included.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces and parentheses: fields are counted
+	// from the last ')'. After it come state (field 3) … utime (14), stime (15).
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(f))
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// rssKiB returns the resident set size of the process (VmRSS) in KiB.
+func rssKiB(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+}
+
+// freePort returns a loopback port that was free a moment ago. The child that
+// is given it binds it right away; a collision shows as a startup error.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// proxyKind is what a Caddy process under test runs.
+type proxyKind int
+
+const (
+	kindReverseProxy proxyKind = iota
+	kindGateway
+	kindGatewayAudit
+)
+
+// caddyfile renders the config of a proxy on port, in front of the fake on
+// fakePort. Both proxies share everything but the handler; admin stays on
+// (on its own port) so that the profiler can be reached.
+func caddyfile(kind proxyKind, port, adminPort, fakePort int) string {
+	var handler string
+	switch kind {
+	case kindReverseProxy:
+		handler = fmt.Sprintf("reverse_proxy 127.0.0.1:%d {\n\t\tflush_interval -1\n\t}", fakePort)
+	default:
+		handler = fmt.Sprintf("llm_gateway {\n\t\tclient fake {\n\t\t\tbase_url http://127.0.0.1:%d/v1\n\t\t\tmatch keyword gpt\n\t\t}\n\t}", fakePort)
+	}
+	return fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+	persist_config off
+	auto_https off
+	grace_period 5s
+}
+
+http://:%d {
+	bind 127.0.0.1
+	%s
+}
+`, adminPort, port, handler)
+}
+
+// startCaddy writes, adapts and runs the config of one proxy. The audit app
+// is added to the adapted JSON (apps.llm_audit), which does not depend on
+// its Caddyfile global option being registered.
+func startCaddy(dir, name, caddyBin string, kind proxyKind, fakePort int, auditDB string) (*process, int, int, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	cf := filepath.Join(dir, name+".caddyfile")
+	if err := os.WriteFile(cf, []byte(caddyfile(kind, port, adminPort, fakePort)), 0o644); err != nil {
+		return nil, 0, 0, err
+	}
+	out, err := exec.Command(caddyBin, "adapt", "--config", cf, "--adapter", "caddyfile").Output()
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("adapting %s: %w", cf, err)
+	}
+	if kind == kindGatewayAudit {
+		var cfg map[string]any
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			return nil, 0, 0, fmt.Errorf("adapted %s: %w", cf, err)
+		}
+		apps, _ := cfg["apps"].(map[string]any)
+		apps["llm_audit"] = map[string]any{"path": auditDB, "bodies": "full", "rotate": "off"}
+		if out, err = json.Marshal(cfg); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	jf := filepath.Join(dir, name+".json")
+	if err := os.WriteFile(jf, out, 0o644); err != nil {
+		return nil, 0, 0, err
+	}
+	p, err := startProcess(dir, name, caddyBin, "run", "--config", jf)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	if err := p.waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", port), 15*time.Second); err != nil {
+		p.stop(time.Second)
+		return nil, 0, 0, err
+	}
+	return p, port, adminPort, nil
+}
+
+// fakeControl drives the fake upstream's control endpoints.
+type fakeControl struct{ base string }
+
+func (f fakeControl) set(settings string) error {
+	resp, err := http.Post(f.base+"/_fake/settings", "application/json", strings.NewReader(settings))
+	if err != nil {
+		return fmt.Errorf("fake settings: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("fake settings %s: status %d", settings, resp.StatusCode)
+	}
+	return nil
+}
+
+// waitIdle polls the fake's in-flight counter until it drops to zero, so a
+// load phase never starts while the previous one is still winding down.
+func (f fakeControl) waitIdle(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last int64
+	for {
+		var st struct {
+			InFlight int64 `json:"in_flight"`
+		}
+		resp, err := http.Get(f.base + "/_fake/stats")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		if err == nil && st.InFlight == 0 {
+			return nil
+		}
+		last = st.InFlight
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("fake upstream still has %d requests in flight after %v (last error: %v)", last, timeout, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// auditRows counts the rows of the audit database.
+func auditRows(path string) (int64, error) {
+	conn, err := sqlite3.OpenFlags(path, sqlite3.OPEN_READONLY)
+	if err != nil {
+		return 0, fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer conn.Close()
+	if err := conn.BusyTimeout(5 * time.Second); err != nil {
+		return 0, err
+	}
+	stmt, _, err := conn.Prepare(`SELECT count(*) FROM records`)
+	if err != nil {
+		return 0, fmt.Errorf("counting rows of %s: %w", path, err)
+	}
+	defer stmt.Close()
+	if !stmt.Step() {
+		return 0, fmt.Errorf("counting rows of %s: %w", path, stmt.Err())
+	}
+	return stmt.ColumnInt64(0), nil
+}
+
+// settledRows waits until the audit database holds want rows, or its count
+// stopped moving for a second (the writer commits at least every 100ms), and
+// returns the count.
+func settledRows(path string, want int64) (int64, error) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last int64 = -1
+	stable := 0
+	for {
+		n, err := auditRows(path)
+		if err != nil {
+			return 0, err
+		}
+		if n >= want {
+			return n, nil
+		}
+		if n == last {
+			if stable++; stable >= 20 {
+				return n, nil
+			}
+		} else {
+			last, stable = n, 0
+		}
+		<-tick.C
+	}
+}
