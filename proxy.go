@@ -214,13 +214,13 @@ func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
 	g := c.g
 	body, err := c.upstreamBody(uc, model)
 	if err != nil {
-		// The body cannot be adapted for this client (it was valid JSON, so this is a bug or a
-		// pathological input); the next client may not need the edit.
-		c.last = failure{kind: failConnect, err: err}
+		// A field this client's transforms must edit has the wrong type (say, max_tokens is a
+		// string): the caller's request is at fault, whichever client is tried.
 		if probe {
 			uc.state.Breaker.Abandon()
 		}
-		return false
+		c.fail(errInvalidRequest("cannot apply the request transforms of client " + uc.Name + ": " + err.Error()))
+		return true
 	}
 
 	ctx := c.ctx

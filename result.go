@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/sse"
@@ -53,10 +54,37 @@ func (c *call) finish() {
 		repl.Set("http.llm.tried", strings.Join(c.res.Tried, ","))
 		repl.Set("http.llm.status", strconv.Itoa(c.res.Status))
 	}
+	if extra, ok := c.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		// Caddy's access log entry of this request gains an "llm" object (SPEC §10).
+		extra.Add(zap.Object("llm", &c.res))
+	}
 	c.observe()
 	if c.audit.Writer() != nil {
 		c.audit.Enqueue(c.record())
 	}
+}
+
+// MarshalLogObject encodes the call's routing and usage for Caddy's access log.
+func (r *Result) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("model", r.Model)
+	enc.AddString("backend", r.Backend)
+	_ = enc.AddArray("tried", zapcore.ArrayMarshalerFunc(func(a zapcore.ArrayEncoder) error {
+		for _, name := range r.Tried {
+			a.AppendString(name)
+		}
+		return nil
+	}))
+	enc.AddInt64("prompt_tokens", r.Usage.PromptTokens)
+	enc.AddInt64("completion_tokens", r.Usage.CompletionTokens)
+	enc.AddInt64("total_tokens", r.Usage.TotalTokens)
+	enc.AddBool("stream", r.Stream)
+	if r.Stream {
+		enc.AddInt64("ttft_ms", r.TTFT.Milliseconds())
+	}
+	if r.Err != "" {
+		enc.AddString("error", r.Err)
+	}
+	return nil
 }
 
 // keepBodies reports whether the audit log stores bodies, so streams keep a transcript.

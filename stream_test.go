@@ -225,7 +225,8 @@ func TestStreamUsage(t *testing.T) {
 			if tc.callerAsks {
 				params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
 			}
-			chunks := drain(t, gw.client().Chat.Completions.NewStreaming(context.Background(), params))
+			client := gw.client()
+			chunks := drain(t, client.Chat.Completions.NewStreaming(context.Background(), params))
 
 			var upstream struct {
 				StreamOptions struct {
@@ -325,7 +326,8 @@ func TestStreamFailoverBeforeCommit(t *testing.T) {
 		clientBlock("second", second.URL(), "match keyword gpt")))
 
 	var resp *http.Response
-	s := gw.client().Chat.Completions.NewStreaming(context.Background(), chatParams("gpt-4o"), option.WithResponseInto(&resp))
+	client := gw.client()
+	s := client.Chat.Completions.NewStreaming(context.Background(), chatParams("gpt-4o"), option.WithResponseInto(&resp))
 	var content strings.Builder
 	for _, c := range drain(t, s) {
 		if len(c.Choices) > 0 {
@@ -349,12 +351,55 @@ func TestStreamFailoverBeforeCommit(t *testing.T) {
 	}
 }
 
+// chatErrorChunk checks the SPEC §6 error chunk of a broken chat or completions stream.
+func chatErrorChunk(t *testing.T, ev sseEvent) {
+	t.Helper()
+	var v struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+		Choices []struct {
+			Index        int             `json:"index"`
+			Delta        json.RawMessage `json:"delta"`
+			FinishReason string          `json:"finish_reason"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal([]byte(ev.Data), &v); err != nil || ev.Name != "" {
+		t.Fatalf("error chunk %q %q: %v", ev.Name, ev.Data, err)
+	}
+	if v.Error.Code != "upstream_error" || v.Error.Message == "" {
+		t.Errorf("error = %+v, want code upstream_error with a message", v.Error)
+	}
+	if len(v.Choices) != 1 || v.Choices[0].FinishReason != "error" || string(v.Choices[0].Delta) != "{}" {
+		t.Errorf("choices = %+v, want one with an empty delta and finish_reason error", v.Choices)
+	}
+}
+
+// namedErrorEvent checks the "error" event ending a broken Responses or Messages stream.
+func namedErrorEvent(t *testing.T, ev sseEvent) {
+	t.Helper()
+	var v struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal([]byte(ev.Data), &v); err != nil || ev.Name != "error" || v.Type != "error" {
+		t.Errorf("last event %q %q, want an error event (%v)", ev.Name, ev.Data, err)
+	}
+	if !strings.Contains(ev.Data, "upstream stream interrupted") {
+		t.Errorf("error event %q does not say what happened", ev.Data)
+	}
+}
+
 func TestStreamUpstreamBreak(t *testing.T) {
 	for _, tc := range []struct {
 		name, path, body string
+		before           int // events the caller gets before the error: BreakAfter deltas and any preamble
+		checkLast        func(*testing.T, sseEvent)
 	}{
-		{"chat", "/v1/chat/completions", chatStreamBody("gpt-4o")},
-		{"completions", "/v1/completions", `{"model":"gpt-3.5-turbo-instruct","prompt":"once","stream":true}`},
+		{"chat", "/v1/chat/completions", chatStreamBody("gpt-4o"), 2, chatErrorChunk},
+		{"completions", "/v1/completions", `{"model":"gpt-3.5-turbo-instruct","prompt":"once","stream":true}`, 2, chatErrorChunk},
+		{"responses", "/v1/responses", `{"model":"gpt-4o","input":"hi","stream":true}`, 3, namedErrorEvent},
+		{"messages", "/v1/messages", `{"model":"gpt-4o","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, 4, namedErrorEvent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up, second := fake(t, "alpha"), fake(t, "second")
@@ -376,29 +421,10 @@ func TestStreamUpstreamBreak(t *testing.T) {
 				t.Errorf("a committed stream failed over: tried %q, second saw %d requests", h.Get("X-LLM-Gateway-Tried"), second.Requests())
 			}
 			evs := parseSSE(t, body)
-			if len(evs) != 3 {
-				t.Fatalf("got %d events, want 2 chunks and the error chunk:\n%s", len(evs), body)
+			if len(evs) != tc.before+1 {
+				t.Fatalf("got %d events, want %d and the error:\n%s", len(evs), tc.before, body)
 			}
-			var last struct {
-				Error struct {
-					Code    string `json:"code"`
-					Message string `json:"message"`
-				} `json:"error"`
-				Choices []struct {
-					Index        int             `json:"index"`
-					Delta        json.RawMessage `json:"delta"`
-					FinishReason string          `json:"finish_reason"`
-				} `json:"choices"`
-			}
-			if err := json.Unmarshal([]byte(evs[2].Data), &last); err != nil {
-				t.Fatalf("error chunk %q: %v", evs[2].Data, err)
-			}
-			if last.Error.Code != "upstream_error" || last.Error.Message == "" {
-				t.Errorf("error = %+v, want code upstream_error with a message", last.Error)
-			}
-			if len(last.Choices) != 1 || last.Choices[0].FinishReason != "error" || string(last.Choices[0].Delta) != "{}" {
-				t.Errorf("choices = %+v, want one with an empty delta and finish_reason error", last.Choices)
-			}
+			tc.checkLast(t, evs[tc.before])
 		})
 	}
 }
@@ -413,7 +439,8 @@ func TestStreamClientCancelReachesUpstream(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := gw.client().Chat.Completions.NewStreaming(ctx, chatParams("gpt-4o"))
+	client := gw.client()
+	s := client.Chat.Completions.NewStreaming(ctx, chatParams("gpt-4o"))
 	defer s.Close()
 	if !s.Next() {
 		t.Fatalf("no first chunk: %v", s.Err())

@@ -30,32 +30,22 @@ const clockTicks = 100
 // target.
 var gatewayModules = []string{"http.handlers.llm_gateway", "llm_audit"}
 
-// buildBinaries builds the fake upstream and Caddy into dir, unless paths were
-// given. Caddy comes from cmd/caddy; if that binary lacks the gateway's
-// modules it is rebuilt from bench/caddy, which imports them, and a warning
-// says so.
-func buildBinaries(repo, dir, caddyBin, fakeBin string, warn func(string)) (string, string, error) {
+// buildBinaries builds the fake upstream and Caddy (cmd/caddy) into dir,
+// unless paths were given, and checks that Caddy has the gateway's modules.
+func buildBinaries(repo, dir, caddyBin, fakeBin string) (string, string, error) {
 	if fakeBin == "" {
 		fakeBin = filepath.Join(dir, "fakeupstream")
 		if err := goBuild(repo, fakeBin, "./cmd/fakeupstream"); err != nil {
 			return "", "", err
 		}
 	}
-	if caddyBin != "" {
-		return caddyBin, fakeBin, checkModules(caddyBin)
-	}
-	caddyBin = filepath.Join(dir, "caddy")
-	if err := goBuild(repo, caddyBin, "./cmd/caddy"); err != nil {
-		return "", "", err
-	}
-	if err := checkModules(caddyBin); err != nil {
-		warn(fmt.Sprintf("cmd/caddy: %v; using bench/caddy, which imports them", err))
-		if err := goBuild(repo, caddyBin, "./bench/caddy"); err != nil {
+	if caddyBin == "" {
+		caddyBin = filepath.Join(dir, "caddy")
+		if err := goBuild(repo, caddyBin, "./cmd/caddy"); err != nil {
 			return "", "", err
 		}
-		return caddyBin, fakeBin, checkModules(caddyBin)
 	}
-	return caddyBin, fakeBin, nil
+	return caddyBin, fakeBin, checkModules(caddyBin)
 }
 
 func goBuild(repo, out, pkg string) error {
@@ -231,33 +221,35 @@ const (
 )
 
 // caddyfile renders the config of a proxy on port, in front of the fake on
-// fakePort. Both proxies share everything but the handler; admin stays on
-// (on its own port) so that the profiler can be reached.
-func caddyfile(kind proxyKind, port, adminPort, fakePort int) string {
-	var handler string
+// fakePort. The proxies share everything but the handler (and the audit
+// app); admin stays on, on its own port, so that the profiler can be reached.
+func caddyfile(kind proxyKind, port, adminPort, fakePort int, auditDB string) string {
+	var audit, handler string
 	switch kind {
 	case kindReverseProxy:
 		handler = fmt.Sprintf("reverse_proxy 127.0.0.1:%d {\n\t\tflush_interval -1\n\t}", fakePort)
 	default:
 		handler = fmt.Sprintf("llm_gateway {\n\t\tclient fake {\n\t\t\tbase_url http://127.0.0.1:%d/v1\n\t\t\tmatch keyword gpt\n\t\t}\n\t}", fakePort)
 	}
+	if kind == kindGatewayAudit {
+		audit = fmt.Sprintf("\tllm_audit {\n\t\tpath %s\n\t\tbodies full\n\t\trotate off\n\t}\n", auditDB)
+	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	persist_config off
 	auto_https off
 	grace_period 5s
-}
+%s}
 
 http://:%d {
 	bind 127.0.0.1
 	%s
 }
-`, adminPort, port, handler)
+`, adminPort, audit, port, handler)
 }
 
-// startCaddy writes, adapts and runs the config of one proxy. The audit app
-// is added to the adapted JSON (apps.llm_audit), which does not depend on
-// its Caddyfile global option being registered.
+// startCaddy writes and runs the config of one proxy and waits until it
+// answers.
 func startCaddy(dir, name, caddyBin string, kind proxyKind, fakePort int, auditDB string) (*process, int, int, error) {
 	port, err := freePort()
 	if err != nil {
@@ -268,29 +260,10 @@ func startCaddy(dir, name, caddyBin string, kind proxyKind, fakePort int, auditD
 		return nil, 0, 0, err
 	}
 	cf := filepath.Join(dir, name+".caddyfile")
-	if err := os.WriteFile(cf, []byte(caddyfile(kind, port, adminPort, fakePort)), 0o644); err != nil {
+	if err := os.WriteFile(cf, []byte(caddyfile(kind, port, adminPort, fakePort, auditDB)), 0o644); err != nil {
 		return nil, 0, 0, err
 	}
-	out, err := exec.Command(caddyBin, "adapt", "--config", cf, "--adapter", "caddyfile").Output()
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("adapting %s: %w", cf, err)
-	}
-	if kind == kindGatewayAudit {
-		var cfg map[string]any
-		if err := json.Unmarshal(out, &cfg); err != nil {
-			return nil, 0, 0, fmt.Errorf("adapted %s: %w", cf, err)
-		}
-		apps, _ := cfg["apps"].(map[string]any)
-		apps["llm_audit"] = map[string]any{"path": auditDB, "bodies": "full", "rotate": "off"}
-		if out, err = json.Marshal(cfg); err != nil {
-			return nil, 0, 0, err
-		}
-	}
-	jf := filepath.Join(dir, name+".json")
-	if err := os.WriteFile(jf, out, 0o644); err != nil {
-		return nil, 0, 0, err
-	}
-	p, err := startProcess(dir, name, caddyBin, "run", "--config", jf)
+	p, err := startProcess(dir, name, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, 0, 0, err
 	}

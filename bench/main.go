@@ -1,0 +1,250 @@
+//go:build linux
+
+// Command bench measures the LLM gateway against a plain Caddy reverse_proxy
+// in front of the same fake upstream, as SPEC.md §11 asks. Run it from the
+// repository root:
+//
+//	go run ./bench -rounds 3 -out docs/benchmarks.md
+//	go run ./bench -quick        # a one-minute smoke run
+//
+// It builds cmd/caddy and cmd/fakeupstream into a temporary directory (or
+// uses -caddy and -fake), starts the fake upstream and three Caddy processes
+// of the same binary — reverse_proxy with flush_interval -1, llm_gateway,
+// and llm_gateway with the llm_audit app storing full bodies — each in its
+// own process so that /proc/<pid>/stat charges each one its own CPU. A load
+// generator in this process then drives identical loopback load at every
+// target, the fake itself included as the "direct" baseline:
+//
+//   - non-stream chat, 2 KB request body, at concurrency 1 and 32;
+//   - streaming chat, 64 chunks per stream;
+//   - 5,000 concurrent open streams (fresh proxy processes, RSS per stream);
+//   - 2,000 req/s open-loop non-stream load, audit on and off, with the
+//     audit rows counted against the requests sent.
+//
+// Every phase runs once per target per round, targets interleaved (and
+// rotated between rounds), and every figure is the median over rounds. The
+// result is one Markdown table, printed and written to -out together with
+// the command line and the machine it ran on.
+//
+// Linux only: it reads /proc, and raises RLIMIT_NOFILE to its hard limit
+// (which the child processes inherit) for the open-streams phase.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// options are the command-line flags.
+type options struct {
+	rounds   int
+	quick    bool
+	out      string
+	repo     string
+	caddyBin string
+	fakeBin  string
+	streams  int
+	rate     int
+	pprof    bool
+	keep     bool
+}
+
+// plan is the size and length of every phase, derived from the options.
+type plan struct {
+	rounds      int
+	c1For       time.Duration // non-stream, concurrency 1
+	c32For      time.Duration // non-stream, concurrency 32
+	streamFor   time.Duration
+	streamConc  int
+	openStreams int
+	rate        int
+	rateFor     time.Duration
+	settle      time.Duration // after each phase, before CPU is read again
+}
+
+func (o options) plan() plan {
+	p := plan{
+		rounds: o.rounds, c1For: 2 * time.Second, c32For: 3 * time.Second,
+		streamFor: 3 * time.Second, streamConc: 16, openStreams: o.streams,
+		rate: o.rate, rateFor: 3 * time.Second, settle: 250 * time.Millisecond,
+	}
+	if o.quick {
+		p.c1For, p.c32For, p.streamFor, p.rateFor = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, time.Second
+		p.openStreams = min(p.openStreams, 1000)
+	}
+	return p
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; every figure is the median over them")
+	flag.BoolVar(&o.quick, "quick", false, "short phases and at most 1,000 open streams: a smoke run of about a minute")
+	flag.StringVar(&o.out, "out", "", "also write the report (Markdown) to this file, e.g. docs/benchmarks.md")
+	flag.StringVar(&o.repo, "repo", ".", "repository root, where cmd/caddy and cmd/fakeupstream are built from")
+	flag.StringVar(&o.caddyBin, "caddy", "", "Caddy binary with the gateway's modules (default: build cmd/caddy)")
+	flag.StringVar(&o.fakeBin, "fake", "", "fake upstream binary (default: build cmd/fakeupstream)")
+	flag.IntVar(&o.streams, "streams", 5000, "concurrent open streams in the open-streams phase")
+	flag.IntVar(&o.rate, "rate", 2000, "request rate of the audit phase, per second")
+	flag.BoolVar(&o.pprof, "pprof", false, "report the top functions of CPU profiles of reverse_proxy and llm_gateway under non-stream c=32 load (taken after the rounds), and of a heap profile of llm_gateway with all streams open")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs, audit database, profiles)")
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+	if o.rounds < 1 || o.streams < 1 || o.rate < 1 {
+		log.Fatal("bench: -rounds, -streams and -rate must be positive")
+	}
+	if err := run(o); err != nil {
+		log.Fatalf("bench: %v", err)
+	}
+}
+
+func run(o options) error {
+	p := o.plan()
+	// Each open stream holds a client socket here and two in the proxy.
+	if _, err := raiseNoFile(uint64(2*p.openStreams + 512)); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "llmgw-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		log.Printf("work directory: %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	env := describeMachine()
+
+	log.Print("building binaries")
+	caddyBin, fakeBin, err := buildBinaries(o.repo, dir, o.caddyBin, o.fakeBin)
+	if err != nil {
+		return err
+	}
+
+	b, err := newBench(dir, caddyBin, fakeBin, p)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	if o.pprof {
+		b.heapProfile = filepath.Join(dir, "gateway-open-streams.heap")
+	}
+
+	scenarios := b.scenarios()
+	results := make([][][]measurement, len(scenarios))
+	for i, s := range scenarios {
+		results[i] = make([][]measurement, len(s.targets))
+	}
+	for r := range p.rounds {
+		for i, s := range scenarios {
+			if err := b.fake.set(s.fake); err != nil {
+				return err
+			}
+			n := len(s.targets)
+			for k := range n {
+				j := (k + r) % n // rotate the order between rounds
+				t := b.targets[s.targets[j]]
+				log.Printf("round %d/%d: %s → %s", r+1, p.rounds, s.name, t.name)
+				m, err := s.run(t)
+				if err != nil {
+					return fmt.Errorf("round %d, %s, %s: %w", r+1, s.name, t.name, err)
+				}
+				if m.errs > 0 {
+					log.Printf("  %d errors, first: %v", m.errs, m.firstErr)
+				}
+				results[i][j] = append(results[i][j], m)
+			}
+		}
+	}
+
+	var profiles []profile
+	if o.pprof {
+		if err := b.fake.set(fakeSteady); err != nil {
+			return err
+		}
+		for _, id := range []targetID{targetReverseProxy, targetGateway} {
+			pr, err := b.profile(b.targets[id], caddyBin)
+			if err != nil {
+				return err
+			}
+			profiles = append(profiles, pr)
+		}
+		top, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=15", caddyBin, b.heapProfile).Output()
+		if err != nil {
+			return fmt.Errorf("go tool pprof %s: %w", b.heapProfile, err)
+		}
+		profiles = append(profiles, profile{
+			title: fmt.Sprintf("Heap in use: llm_gateway with %d open streams (%d goroutines)", p.openStreams, b.goroutines),
+			top:   string(top),
+		})
+	}
+
+	audit, err := b.finishAudit()
+	if err != nil {
+		return err
+	}
+	env.finish()
+	report := render(o, env, b, scenarios, results, audit, profiles)
+	fmt.Print(report)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
+			return err
+		}
+		log.Printf("wrote %s", o.out)
+	}
+	return nil
+}
+
+// profile fetches a 10-second CPU profile of t's process under non-stream
+// c=32 load and returns the top functions as go tool pprof prints them.
+func (b *bench) profile(t *target, caddyBin string) (profile, error) {
+	log.Printf("profiling %s", t.name)
+	file := filepath.Join(b.dir, t.proc.name+".pprof")
+	done := make(chan sample, 1)
+	go func() {
+		done <- closedLoop(t.client, t.url, b.body, false, 0, 32, 11*time.Second)
+	}()
+	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=10", t.adminPort)
+	err := fetch(url, file)
+	<-done
+	if err != nil {
+		return profile{}, err
+	}
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", caddyBin, file).Output()
+	if err != nil {
+		return profile{}, fmt.Errorf("go tool pprof %s: %w", file, err)
+	}
+	return profile{title: "CPU profile: " + t.name + ", non-stream c=32, 10 s", top: string(top)}, nil
+}
+
+func fetch(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return fmt.Errorf("fetching %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetching %s: status %d", url, resp.StatusCode)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("fetching %s: %w", url, err)
+	}
+	return f.Close()
+}
+
+// profile is the top of one process's CPU profile.
+type profile struct {
+	title string
+	top   string
+}

@@ -1,0 +1,270 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// machine describes where and when the benchmark ran.
+type machine struct {
+	start, end         time.Time
+	cpuModel, kernel   string
+	goVersion          string
+	loadStart, loadEnd string
+}
+
+func describeMachine() *machine {
+	m := &machine{start: time.Now(), cpuModel: "unknown", loadStart: loadAvg()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.cpuModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := exec.Command("go", "version").Output(); err == nil {
+		m.goVersion = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+func (m *machine) finish() {
+	m.end = time.Now()
+	m.loadEnd = loadAvg()
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// figures are the medians over rounds of one target in one scenario; NaN-free
+// by construction: ok is false when the figure does not apply.
+type figures struct {
+	cpuPer, rps, p50, p99, addedP50, ttft, addedTTFT, rssPer figure
+	errs                                                     int
+	rows, sent                                               int64 // audit phase
+	hasAudit                                                 bool
+}
+
+// figure is one median; ok is false when it does not apply to the target.
+type figure struct {
+	v  float64
+	ok bool
+}
+
+func median(xs []float64) figure {
+	if len(xs) == 0 {
+		return figure{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return figure{s[n/2], true}
+	}
+	return figure{(s[n/2-1] + s[n/2]) / 2, true}
+}
+
+// quantile returns the q-quantile of ds in microseconds (nearest rank).
+func quantile(ds []time.Duration, q float64) float64 {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := min(int(q*float64(len(s))), len(s)-1)
+	return float64(s[i]) / float64(time.Microsecond)
+}
+
+// summarise turns the rounds of one scenario into figures per target. Added
+// latencies are taken against the direct target of the same round.
+func summarise(s scenario, rounds [][]measurement) []figures {
+	directAt := slices.Index(s.targets, targetDirect)
+	out := make([]figures, len(s.targets))
+	for j, id := range s.targets {
+		var cpu, rps, p50, p99, add, ttft, addT, rss []float64
+		f := &out[j]
+		for r, m := range rounds[j] {
+			f.errs += m.errs
+			if m.hasAudit {
+				f.hasAudit = true
+				f.rows += m.auditRows
+				f.sent += int64(m.ok)
+			}
+			if m.ok == 0 {
+				continue
+			}
+			if id != targetDirect {
+				cpu = append(cpu, float64(m.cpu)/float64(time.Microsecond)/float64(m.ok))
+			}
+			if s.kind == kindOpen {
+				ttft = append(ttft, quantile(m.ttft, 0.5))
+				if m.rssOpen > 0 {
+					rss = append(rss, float64(m.rssOpen-m.rssBase)/float64(m.ok))
+				}
+				continue
+			}
+			rps = append(rps, float64(m.ok)/m.elapsed.Seconds())
+			p50 = append(p50, quantile(m.lat, 0.5))
+			p99 = append(p99, quantile(m.lat, 0.99))
+			if s.kind == kindStreams {
+				ttft = append(ttft, quantile(m.ttft, 0.5))
+			}
+			if directAt < 0 || id == targetDirect || r >= len(rounds[directAt]) || rounds[directAt][r].ok == 0 {
+				continue
+			}
+			d := rounds[directAt][r]
+			add = append(add, quantile(m.lat, 0.5)-quantile(d.lat, 0.5))
+			if s.kind == kindStreams {
+				addT = append(addT, quantile(m.ttft, 0.5)-quantile(d.ttft, 0.5))
+			}
+		}
+		f.cpuPer, f.rps, f.p50, f.p99 = median(cpu), median(rps), median(p50), median(p99)
+		f.addedP50, f.ttft, f.addedTTFT, f.rssPer = median(add), median(ttft), median(addT), median(rss)
+	}
+	return out
+}
+
+func (f figure) format(prec int) string {
+	if !f.ok {
+		return "—"
+	}
+	return fmt.Sprintf("%.*f", prec, f.v)
+}
+
+func (f figure) signed(prec int) string {
+	if !f.ok {
+		return "—"
+	}
+	return fmt.Sprintf("%+.*f", prec, f.v)
+}
+
+// render writes the report: provenance, the table, the ratios and the
+// acceptance checks of SPEC.md §11, and how it was measured.
+func render(o options, env *machine, b *bench, scenarios []scenario, results [][][]measurement, audit auditSummary, profiles []profile) string {
+	p := b.plan
+	var w strings.Builder
+	cmd := "go run ./bench"
+	if len(os.Args) > 1 {
+		cmd += " " + strings.Join(os.Args[1:], " ")
+	}
+	fmt.Fprintf(&w, "# Benchmarks\n\nProduced by the project's benchmark (`bench/`), run from the repository root:\n\n```sh\n%s\n```\n\n", cmd)
+	fmt.Fprintf(&w, "- Date: %s, %s of wall time\n", env.start.Format("2006-01-02 15:04 MST"), env.end.Sub(env.start).Round(time.Second))
+	fmt.Fprintf(&w, "- Machine: %d CPUs (`nproc`), %s, Linux %s\n", runtime.NumCPU(), env.cpuModel, env.kernel)
+	fmt.Fprintf(&w, "- Toolchain: %s\n", env.goVersion)
+	fmt.Fprintf(&w, "- Load average at start / end: %s / %s (the machine is shared; the load generator, the fake upstream and the proxy under test share its CPUs)\n", env.loadStart, env.loadEnd)
+	fmt.Fprintf(&w, "- Rounds: %d, targets interleaved and rotated each round; every figure is the median over rounds\n", p.rounds)
+
+	fmt.Fprintf(&w, "\n## Results\n\n")
+	fmt.Fprintf(&w, "Latencies in µs. CPU is user+system time of the proxy process (`/proc/<pid>/stat`) per request or stream; \"added\" is over the direct upstream in the same round.\n\n")
+	fmt.Fprintf(&w, "| Phase | Target | CPU µs/req | req/s | p50 | p99 | added p50 | TTFT p50 | added TTFT | RSS KiB/stream | errors |\n")
+	fmt.Fprintf(&w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	all := make([][]figures, len(scenarios))
+	for i, s := range scenarios {
+		all[i] = summarise(s, results[i])
+		for j, id := range s.targets {
+			f := all[i][j]
+			errs := fmt.Sprint(f.errs)
+			if f.hasAudit {
+				errs += fmt.Sprintf(" (%d dropped)", f.sent-f.rows)
+			}
+			fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				s.name, targetNames[id], f.cpuPer.format(1), f.rps.format(0), f.p50.format(0), f.p99.format(0),
+				f.addedP50.signed(0), f.ttft.format(0), f.addedTTFT.signed(0), f.rssPer.format(1), errs)
+		}
+	}
+
+	fig := func(i int, id targetID) figures {
+		if j := slices.Index(scenarios[i].targets, id); j >= 0 {
+			return all[i][j]
+		}
+		return figures{}
+	}
+	ratio := func(a, b figure) figure {
+		if !a.ok || !b.ok || b.v == 0 {
+			return figure{}
+		}
+		return figure{a.v / b.v, true}
+	}
+
+	fmt.Fprintf(&w, "\n## Ratios and acceptance (SPEC.md §11)\n\n| Check | Measured | Limit | Pass |\n|---|--:|--:|:-:|\n")
+	check := func(name string, got figure, prec int, limit string, pass bool) {
+		mark := "yes"
+		if !got.ok {
+			mark = "n/a"
+		} else if !pass {
+			mark = "**no**"
+		}
+		fmt.Fprintf(&w, "| %s | %s | %s | %s |\n", name, got.format(prec), limit, mark)
+	}
+	for i, s := range scenarios {
+		gw, rp := fig(i, targetGateway), fig(i, targetReverseProxy)
+		switch {
+		case s.kind == kindRequests && slices.Contains(s.targets, targetReverseProxy):
+			r := ratio(gw.cpuPer, rp.cpuPer)
+			check("CPU/request gateway ÷ reverse_proxy, "+s.name, r, 2, "≤ 0.80", r.v <= 0.8)
+			r = ratio(gw.addedP50, rp.addedP50)
+			check("added p50 gateway ÷ reverse_proxy, "+s.name, r, 2, "≤ 1.10", r.v <= 1.1)
+		case s.kind == kindStreams:
+			r := ratio(gw.cpuPer, rp.cpuPer)
+			check("CPU/stream gateway ÷ reverse_proxy (flush_interval -1), "+s.name, r, 2, "≤ 1.00", r.v <= 1)
+			check("added TTFT µs, gateway, "+s.name, gw.addedTTFT, 0, "(reverse_proxy: "+rp.addedTTFT.signed(0)+")", true)
+		case s.kind == kindOpen:
+			check("RSS KiB per open stream, gateway, "+s.name, gw.rssPer, 1, "≤ 32", gw.rssPer.v <= 32)
+			check("errors, gateway, "+s.name, figure{float64(gw.errs), true}, 0, "0", gw.errs == 0)
+		case s.kind == kindRequests:
+			a := fig(i, targetGatewayAudit)
+			r := ratio(a.cpuPer, gw.cpuPer)
+			if r.ok {
+				r.v = (r.v - 1) * 100
+			}
+			check("audit CPU overhead %, "+s.name, r, 1, "≤ 15", r.v <= 15)
+			check("audit rows dropped, "+s.name, figure{float64(a.sent - a.rows), a.hasAudit}, 0, "0", a.sent == a.rows)
+			check("achieved req/s with audit, "+s.name, a.rps, 0, fmt.Sprintf("≈ %d", p.rate), a.rps.v >= 0.95*float64(p.rate))
+		}
+	}
+	fmt.Fprintf(&w, "\nAudit, whole run: %d rows for %d answers of the audit target (counted in SQLite after a graceful stop).\n", audit.rows, audit.sent)
+
+	if len(profiles) > 0 {
+		fmt.Fprintf(&w, "\n## Profiles\n")
+	}
+	for _, pr := range profiles {
+		fmt.Fprintf(&w, "\n### %s\n\n```\n%s```\n", pr.title, pr.top)
+	}
+
+	fmt.Fprintf(&w, `
+## How it is measured
+
+- Processes: one fake upstream (`+"`cmd/fakeupstream`"+`) and three Caddy processes of the same binary
+  (`+"`cmd/caddy`"+`): `+"`reverse_proxy`"+` with `+"`flush_interval -1`"+`, `+"`llm_gateway`"+`, and `+"`llm_gateway`"+`
+  with the `+"`llm_audit`"+` app (bodies stored in full, rotation off). No access logs; admin on its
+  own loopback port. CPU is read from `+"`/proc/<pid>/stat`"+` (utime+stime, 10 ms ticks) before a
+  phase and %v after it, so deferred work such as audit commits is charged too.
+- Load: a Go client in the benchmark process, keep-alive, loopback only. Non-stream: a 2 KB chat
+  request, answers of 1 KiB content; c=1 for %v and c=32 for %v per target and round.
+  Streaming: the same request with `+"`\"stream\":true`"+`, 64 content chunks sent back to back, c=%d for
+  %v; TTFT is the time to the first data event, latency the time to `+"`[DONE]`"+`. Every phase is
+  preceded by a short warm-up.
+- Open streams: %d streams (at most 256 being opened at once) whose upstream sends the first chunk
+  and then waits; each proxy is a fresh process warmed with 64 requests. RSS is VmRSS of
+  `+"`/proc/<pid>/status`"+` with all streams open, minus before; streams are held 1 s, then cancelled.
+  An error is a stream that failed to open or ended before the cancel. RLIMIT_NOFILE is raised to
+  its hard limit by the benchmark, and the children inherit it.
+- Audit: %d req/s open loop (requests sent on schedule from 128 workers, latency counted from the
+  scheduled time) for %v; rows counted with SQLite after the phase settled, against answers received.
+`, p.settle, p.c1For, p.c32For, p.streamConc, p.streamFor, p.openStreams, p.rate, p.rateFor)
+	return w.String()
+}
