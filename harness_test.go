@@ -78,6 +78,9 @@ func (g *gateway) reload(globals, site string, force bool) {
 	if err := caddy.Load(cfgJSON, force); err != nil {
 		g.t.Fatalf("loading config: %v\n%s", err, cfgJSON)
 	}
+	// The old server closed its idle keep-alive connections (DESIGN-NOTES: known Caddy
+	// behaviour); drop ours so the next request does not reuse a dead one.
+	http.DefaultClient.CloseIdleConnections()
 }
 
 // client returns an official OpenAI client for the gateway, without retries so every failure
