@@ -52,6 +52,7 @@ type Handler struct {
 	inflight sync.WaitGroup
 
 	watcher *yamlWatcher // nil without a config file
+	cleaned atomic.Bool  // Cleanup ran
 
 	// gen is the routing state built from Config (and the YAML file). It is replaced as a whole
 	// when the YAML changes; a request loads it once and keeps it to the end.
@@ -118,7 +119,10 @@ func (h *Handler) Cleanup() error {
 	if h.watcher != nil {
 		h.watcher.close()
 	}
-	if g := h.gen.Swap(nil); g != nil {
+	// The generation stays installed: during a reload the old server can still hand this
+	// handler a request it accepted just before shutting down, and that request must be served
+	// on the config it arrived under, not fall through to an empty answer.
+	if g := h.gen.Load(); g != nil && h.cleaned.CompareAndSwap(false, true) {
 		g.release()
 	}
 	if h.stop != nil && caddy.Exiting() {

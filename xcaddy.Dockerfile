@@ -22,7 +22,7 @@ COPY . .
 # bookworm's.
 RUN CGO_ENABLED=0 GOPRIVATE=github.com/llmgw/caddy-llm-gateway \
 	go run github.com/caddyserver/xcaddy/cmd/xcaddy@${XCADDY_VERSION} build ${CADDY_VERSION} \
-	--with github.com/llmgw/caddy-llm-gateway=./ --output /out/caddy \
+	--with github.com/llmgw/caddy-llm-gateway@v0.0.0-00010101000000-000000000000=./ --output /out/caddy \
 	&& /out/caddy list-modules | grep -qx 'http.handlers.llm_gateway'
 
 FROM debian:bookworm-slim
