@@ -2,7 +2,6 @@ package llmgateway
 
 import (
 	"bytes"
-	"strconv"
 	"strings"
 	"time"
 
@@ -45,14 +44,8 @@ func (c *call) finish() {
 	}
 	c.res.Latency = time.Since(c.start)
 	if repl := replacer(c.r); repl != nil {
-		repl.Set("http.llm.model", c.res.Model)
-		repl.Set("http.llm.backend", c.res.Backend)
-		repl.Set("http.llm.prompt_tokens", strconv.FormatInt(c.res.Usage.PromptTokens, 10))
-		repl.Set("http.llm.completion_tokens", strconv.FormatInt(c.res.Usage.CompletionTokens, 10))
-		repl.Set("http.llm.total_tokens", strconv.FormatInt(c.res.Usage.TotalTokens, 10))
-		repl.Set("http.llm.ttft_ms", strconv.FormatInt(c.res.TTFT.Milliseconds(), 10))
-		repl.Set("http.llm.tried", strings.Join(c.res.Tried, ","))
-		repl.Set("http.llm.status", strconv.Itoa(c.res.Status))
+		// Resolved lazily: most requests never read them, so none is formatted up front.
+		repl.Map(c.placeholder)
 	}
 	if extra, ok := c.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		// Caddy's access log entry of this request gains an "llm" object (SPEC §10).
@@ -62,6 +55,39 @@ func (c *call) finish() {
 	if c.audit.Writer() != nil {
 		c.audit.Enqueue(c.record())
 	}
+}
+
+// placeholderPrefix starts every placeholder the gateway provides (SPEC §10).
+const placeholderPrefix = "http.llm."
+
+// placeholder resolves the {http.llm.*} placeholders of a finished call.
+func (c *call) placeholder(key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, placeholderPrefix)
+	if !ok {
+		return nil, false
+	}
+	res := &c.res
+	switch name {
+	case "model":
+		return res.Model, true
+	case "backend":
+		return res.Backend, true
+	case "tried":
+		return strings.Join(res.Tried, ","), true
+	case "prompt_tokens":
+		return res.Usage.PromptTokens, true
+	case "completion_tokens":
+		return res.Usage.CompletionTokens, true
+	case "total_tokens":
+		return res.Usage.TotalTokens, true
+	case "ttft_ms":
+		return res.TTFT.Milliseconds(), true
+	case "status":
+		return res.Status, true
+	case "finish_reason":
+		return res.FinishReason, true
+	}
+	return nil, false
 }
 
 // MarshalLogObject encodes the call's routing and usage for Caddy's access log.
