@@ -160,3 +160,17 @@ func TestAllAttemptsFailedErrors(t *testing.T) {
 		checkError(t, body, "upstream_error", "upstream_cooling_down")
 	})
 }
+
+func TestUntransformableFieldIsBadRequest(t *testing.T) {
+	up := fake(t, "alpha")
+	gw := startGateway(t, "", gatewaySite("", clientBlock("alpha", up.URL(), "match keyword gpt", "max_tokens 100")))
+	status, _, body := gw.post("/v1/chat/completions", "application/json",
+		`{"model":"gpt-4","max_tokens":"lots","messages":[{"role":"user","content":"hi"}]}`)
+	if status != 400 {
+		t.Errorf("status = %d, want 400: %s", status, body)
+	}
+	checkError(t, body, "invalid_request_error", "")
+	if n := up.Requests(); n != 0 {
+		t.Errorf("upstream saw %d requests", n)
+	}
+}
