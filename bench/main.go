@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -92,7 +93,7 @@ func main() {
 	flag.StringVar(&o.fakeBin, "fake", "", "fake upstream binary (default: build cmd/fakeupstream)")
 	flag.IntVar(&o.streams, "streams", 5000, "concurrent open streams in the open-streams phase")
 	flag.IntVar(&o.rate, "rate", 2000, "request rate of the audit phase, per second")
-	flag.BoolVar(&o.pprof, "pprof", false, "report the top functions of CPU profiles of reverse_proxy and llm_gateway under non-stream c=32 load (taken after the rounds), and of a heap profile of llm_gateway with all streams open")
+	flag.BoolVar(&o.pprof, "pprof", false, "report the top functions of CPU profiles of reverse_proxy and llm_gateway under non-stream and streaming load (taken after the rounds), and of a heap profile of llm_gateway with all streams open")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs, audit database, profiles)")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
@@ -168,12 +169,14 @@ func run(o options) error {
 		if err := b.fake.set(fakeSteady); err != nil {
 			return err
 		}
-		for _, id := range []targetID{targetReverseProxy, targetGateway} {
-			pr, err := b.profile(b.targets[id], caddyBin)
-			if err != nil {
-				return err
+		for _, stream := range []bool{false, true} {
+			for _, id := range []targetID{targetReverseProxy, targetGateway} {
+				pr, err := b.profile(b.targets[id], caddyBin, stream)
+				if err != nil {
+					return err
+				}
+				profiles = append(profiles, pr)
 			}
-			profiles = append(profiles, pr)
 		}
 		top, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=15", caddyBin, b.heapProfile).Output()
 		if err != nil {
@@ -202,13 +205,18 @@ func run(o options) error {
 }
 
 // profile fetches a 10-second CPU profile of t's process under non-stream
-// c=32 load and returns the top functions as go tool pprof prints them.
-func (b *bench) profile(t *target, caddyBin string) (profile, error) {
-	log.Printf("profiling %s", t.name)
-	file := filepath.Join(b.dir, t.proc.name+".pprof")
+// c=32 or streaming load and returns the top functions as go tool pprof
+// prints them.
+func (b *bench) profile(t *target, caddyBin string, stream bool) (profile, error) {
+	load, body, conc, chunks := "non-stream c=32", b.body, 32, 0
+	if stream {
+		load, body, conc, chunks = fmt.Sprintf("stream 64 chunks c=%d", b.plan.streamConc), b.streamBody, b.plan.streamConc, 64
+	}
+	log.Printf("profiling %s, %s", t.name, load)
+	file := filepath.Join(b.dir, fmt.Sprintf("%s-%s.pprof", t.proc.name, strings.ReplaceAll(load, " ", "-")))
 	done := make(chan sample, 1)
 	go func() {
-		done <- closedLoop(t.client, t.url, b.body, false, 0, 32, 11*time.Second)
+		done <- closedLoop(t.client, t.url, body, stream, chunks, conc, 11*time.Second)
 	}()
 	url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=10", t.adminPort)
 	err := fetch(url, file)
@@ -220,7 +228,7 @@ func (b *bench) profile(t *target, caddyBin string) (profile, error) {
 	if err != nil {
 		return profile{}, fmt.Errorf("go tool pprof %s: %w", file, err)
 	}
-	return profile{title: "CPU profile: " + t.name + ", non-stream c=32, 10 s", top: string(top)}, nil
+	return profile{title: "CPU profile: " + t.name + ", " + load + ", 10 s", top: string(top)}, nil
 }
 
 func fetch(url, file string) error {
