@@ -163,7 +163,8 @@ type generation struct {
 // upstreamClient is a client with its runtime parts.
 type upstreamClient struct {
 	*router.Client
-	base      string // base_url without a trailing slash
+	base      string   // base_url without a trailing slash
+	baseURL   *url.URL // base, parsed
 	transport http.RoundTripper
 	// transportJSON is the transport config the transport was loaded from.
 	transportJSON json.RawMessage
@@ -252,6 +253,7 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 	uc := &upstreamClient{
 		Client:    c,
 		base:      base,
+		baseURL:   u,
 		apiKey:    repl.ReplaceKnown(c.APIKey, ""),
 		extraBody: c.ExtraBody,
 	}

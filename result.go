@@ -142,7 +142,7 @@ func (c *call) record() *audit.Record {
 		Tried:            strings.Join(res.Tried, ","),
 		Error:            res.Err,
 	}
-	if res.Stream {
+	if res.Stream && res.TTFT > 0 {
 		rec.TTFTMs = res.TTFT.Milliseconds()
 	}
 	if rec.Request == nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/goccy/go-json"
@@ -11,9 +12,10 @@ import (
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
 
-// copyStream relays a committed SSE answer event by event (SPEC §6). Events are written as they
-// arrive and flushed whenever the upstream has nothing more buffered, so bursts coalesce while
-// every token still leaves at once.
+// copyStream relays a committed SSE answer event by event (SPEC §6). Events are collected and
+// sent to the caller, with a flush, whenever the reader is about to read from the upstream
+// again: a burst that arrived in one read leaves in one write, and an event never waits for
+// the next one to arrive.
 func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 	defer resp.Body.Close()
 	c.res.Status = resp.StatusCode
@@ -26,8 +28,21 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 	}
 	h.Set("X-Accel-Buffering", "no")
 	c.w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(c.w)
-	_ = rc.Flush()
+
+	out := &relay{c: c, upstream: resp.Body, rc: http.NewResponseController(c.w), unflushed: true}
+	if c.keepBodies() {
+		out.transcript = new(bytes.Buffer)
+	}
+	defer func() {
+		out.release()
+		if out.transcript != nil {
+			c.res.Response = out.transcript.Bytes()
+		}
+	}()
+	if out.send() != nil { // the headers leave at once
+		c.callerGone()
+		return
+	}
 
 	kind, chunked := c.ep.sseKind()
 	var tr *sse.ChunkTransformer
@@ -40,109 +55,162 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 		})
 	}
 
-	rd := sse.NewReader(resp.Body)
-	buf := make([]byte, 0, 4096)
-	sawDone := false
-	// transcript keeps what the caller received, for the audit record.
-	var transcript *bytes.Buffer
-	if c.keepBodies() {
-		transcript = new(bytes.Buffer)
-	}
+	rd := readerPool.Get().(*sse.Reader)
+	rd.Reset(out)
 	defer func() {
-		if transcript != nil {
-			c.res.Response = transcript.Bytes()
-		}
+		rd.Reset(nil)
+		readerPool.Put(rd)
 	}()
+	sawDone := false
+	if chunked {
+		// Usage seen before a cut still counts.
+		defer func() {
+			if u, ok := tr.Usage(); ok {
+				c.res.Usage = u
+			}
+			c.res.FinishReason = tr.FinishReason()
+		}()
+	}
 	for {
 		ev, err := rd.Next()
 		if err != nil {
-			if err == io.EOF {
+			// After [DONE] the answer is complete: the SDKs close the body there, and the
+			// caller's hang-up cancelling the rest of the upstream read changes nothing.
+			if err == io.EOF || (sawDone && out.werr == nil) {
 				break
 			}
-			if c.r.Context().Err() != nil {
+			c.res.Partial = true
+			if out.werr != nil || c.r.Context().Err() != nil {
 				c.callerGone()
-				c.res.Partial = true
 				return
 			}
-			c.res.Err = "upstream stream interrupted: " + err.Error()
-			buf = c.appendStreamError(buf, c.res.Err)
-			if c.write(rc, buf) && transcript != nil {
-				transcript.Write(buf)
+			if c.h.stopCtx.Err() != nil {
+				c.res.Err = "stream cut: the gateway is shutting down"
+			} else {
+				c.res.Err = "upstream stream interrupted: " + err.Error()
 			}
-			c.res.Partial = true
+			out.buf = c.appendStreamError(out.grab(), c.res.Err)
+			_ = out.send()
 			return
 		}
 		if ev.Comment {
 			continue
 		}
-		if sse.IsPing(ev.Name, ev.Data) {
-			buf = sse.AppendComment(buf, commentPing)
-		} else if chunked {
-			if sse.IsDone(ev.Data) {
-				if flush := tr.Flush(); flush != nil {
-					buf = sse.AppendEvent(buf, nil, flush)
-				}
-				buf = append(buf, sse.DoneEvent...)
-				sawDone = true
-			} else {
-				out, forward := tr.Transform(ev.Data)
-				if forward {
-					if c.res.TTFT == 0 && tr.FirstContent() {
-						c.res.TTFT = time.Since(c.start)
-					}
-					buf = sse.AppendEvent(buf, ev.Name, out)
-				}
-			}
-		} else {
+		switch {
+		case sse.IsPing(ev.Name, ev.Data):
+			out.buf = sse.AppendComment(out.grab(), commentPing)
+		case !chunked:
 			if c.res.TTFT == 0 {
 				c.res.TTFT = time.Since(c.start)
 			}
 			c.passThroughUsage(ev)
-			buf = sse.AppendEvent(buf, ev.Name, ev.Data)
-		}
-		if rd.Buffered() == 0 && len(buf) > 0 {
-			if !c.write(rc, buf) {
-				c.res.Partial = true
-				return
+			out.buf = sse.AppendEvent(out.grab(), ev.Name, ev.Data)
+		case sse.IsDone(ev.Data):
+			if flush := tr.Flush(); flush != nil {
+				out.buf = sse.AppendEvent(out.grab(), nil, flush)
 			}
-			if transcript != nil {
-				transcript.Write(buf)
+			out.buf = append(out.grab(), sse.DoneEvent...)
+			sawDone = true
+		default:
+			data, forward := tr.Transform(ev.Data)
+			if !forward {
+				continue
 			}
-			buf = buf[:0]
+			if c.res.TTFT == 0 && tr.FirstContent() {
+				c.res.TTFT = time.Since(c.start)
+			}
+			out.buf = sse.AppendEvent(out.grab(), ev.Name, data)
 		}
 	}
 	if chunked && !sawDone {
 		if flush := tr.Flush(); flush != nil {
-			buf = sse.AppendEvent(buf, nil, flush)
+			out.buf = sse.AppendEvent(out.grab(), nil, flush)
 		}
-		buf = append(buf, sse.DoneEvent...)
+		out.buf = append(out.grab(), sse.DoneEvent...)
 	}
-	if len(buf) > 0 && c.write(rc, buf) && transcript != nil {
-		transcript.Write(buf)
+	if out.send() != nil && !sawDone {
+		c.res.Partial = true
+		c.callerGone()
 	}
-	if chunked {
-		if u, ok := tr.Usage(); ok {
-			c.res.Usage = u
+}
+
+// readerPool recycles SSE readers and their buffers across streams.
+var readerPool = sync.Pool{New: func() any { return new(sse.Reader) }}
+
+// bufPool holds the buffers events are assembled in. A stream holds one only between an
+// upstream read and the write that follows, so thousands of idle open streams hold none.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// relay is the caller's side of a stream. It sits between the upstream body and the SSE
+// reader: every time the reader needs more upstream bytes, the events assembled so far are
+// written and flushed first.
+type relay struct {
+	c          *call
+	upstream   io.Reader
+	rc         *http.ResponseController
+	buf        []byte        // events not yet sent; nil when none
+	pooled     *[]byte       // the pool's handle of buf's backing array
+	transcript *bytes.Buffer // what the caller received, for the audit log; nil if not kept
+	werr       error         // the first write error: the caller is gone
+	unflushed  bool          // something was written but not flushed (the headers, at first)
+}
+
+// Read implements io.Reader for the SSE reader.
+func (r *relay) Read(p []byte) (int, error) {
+	if err := r.send(); err != nil {
+		return 0, err
+	}
+	return r.upstream.Read(p)
+}
+
+// grab returns the buffer to append events to, taking one from the pool if needed.
+func (r *relay) grab() []byte {
+	if r.pooled == nil {
+		r.pooled = bufPool.Get().(*[]byte)
+		r.buf = (*r.pooled)[:0]
+	}
+	return r.buf
+}
+
+// send writes and flushes the pending events, then returns the buffer to the pool.
+func (r *relay) send() error {
+	if r.werr != nil {
+		return r.werr
+	}
+	if len(r.buf) > 0 {
+		if _, err := r.c.w.Write(r.buf); err != nil {
+			r.werr = err
+		} else {
+			r.unflushed = true
+			if r.transcript != nil {
+				r.transcript.Write(r.buf)
+			}
 		}
-		c.res.FinishReason = tr.FinishReason()
 	}
+	if r.werr == nil && r.unflushed {
+		r.unflushed = false
+		if err := r.rc.Flush(); err != nil {
+			r.werr = err
+		}
+	}
+	r.release()
+	return r.werr
+}
+
+// release returns the buffer to the pool.
+func (r *relay) release() {
+	if r.pooled == nil {
+		return
+	}
+	if cap(r.buf) <= 64<<10 { // keep the pool's buffers small
+		*r.pooled = r.buf[:0]
+		bufPool.Put(r.pooled)
+	}
+	r.pooled, r.buf = nil, nil
 }
 
 // commentPing replaces upstream ping events: SSE clients ignore comments.
 var commentPing = []byte("ping")
-
-// write sends buf to the caller and flushes; false means the caller is gone.
-func (c *call) write(rc *http.ResponseController, buf []byte) bool {
-	if _, err := c.w.Write(buf); err != nil {
-		c.callerGone()
-		return false
-	}
-	if err := rc.Flush(); err != nil {
-		c.callerGone()
-		return false
-	}
-	return true
-}
 
 // appendStreamError appends the event that tells the caller the upstream broke mid-stream, in
 // the shape of the endpoint's protocol; no [DONE] follows it.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -60,15 +59,10 @@ var hopHeaders = []string{
 // newUpstreamRequest builds the request for uc carrying body.
 func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) *http.Request {
 	r := c.r
-	target := uc.base + c.upPath
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
-	u, err := url.Parse(target)
-	if err != nil {
-		// base is validated at provision and the path is one of ours; fall back to no query.
-		u, _ = url.Parse(uc.base + c.upPath)
-	}
+	u := *uc.baseURL
+	u.Path += c.upPath
+	u.RawPath = ""
+	u.RawQuery = r.URL.RawQuery
 
 	header := make(http.Header, len(r.Header)+len(uc.headers)+2)
 	for name, values := range r.Header {
@@ -92,20 +86,12 @@ func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body 
 		header[kv[0]] = []string{kv[1]}
 	}
 
-	req := (&http.Request{
-		Method:        http.MethodPost,
-		URL:           u,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        header,
-		Host:          u.Host,
-		ContentLength: int64(len(body)),
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		// GetBody lets the transport replay the POST on a keep-alive connection the upstream
-		// closed meanwhile.
-		GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
-	}).WithContext(ctx)
+	// NewRequestWithContext sets ContentLength and GetBody, which lets the transport replay the
+	// POST on a keep-alive connection the upstream closed meanwhile.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "", bytes.NewReader(body))
+	req.URL = &u
+	req.Host = u.Host
+	req.Header = header
 	return req
 }
 
