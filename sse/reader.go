@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // DefaultMaxLineSize is the longest line a Reader accepts unless told
@@ -15,6 +16,14 @@ const DefaultMaxLineSize = 4 << 20
 // because a gateway holds one Reader per open stream; it grows only for
 // streams that actually send long lines.
 const initialBufferSize = 4 << 10
+
+// bulkBufferSize is the size of the buffer a Reader borrows while reads keep filling its own:
+// the upstream is sending faster than events are consumed, and bigger reads save system calls.
+// The buffer goes back to bulkPool as soon as the Reader has drained it, so thousands of idle
+// streams hold only their small buffers.
+const bulkBufferSize = 32 << 10
+
+var bulkPool = sync.Pool{New: func() any { b := make([]byte, bulkBufferSize); return &b }}
 
 // ErrLineTooLong is returned by Reader.Next when a line exceeds the
 // Reader's maximum line size.
@@ -59,8 +68,11 @@ type Reader struct {
 	r, w    int
 	err     error // sticky: read error, or ErrLineTooLong
 	maxLine int
-	skipLF  bool // the last line ended in '\r'; a '\n' right after belongs to it
-	started bool // the byte order mark check is done
+	skipLF  bool    // the last line ended in '\r'; a '\n' right after belongs to it
+	full    bool    // the last read filled all the free space: data comes in bulk
+	small   []byte  // the Reader's own buffer while buf is borrowed from bulkPool
+	bulk    *[]byte // the pool's handle of the borrowed buffer, or nil
+	started bool    // the byte order mark check is done
 
 	// State of the event being assembled.
 	nData    int    // number of data lines seen
@@ -96,12 +108,16 @@ func NewReaderSize(rd io.Reader, maxLine int) *Reader {
 // pooled. A buffer that grew for a long line is released. Reset also makes
 // a zero Reader usable, with DefaultMaxLineSize.
 func (r *Reader) Reset(rd io.Reader) {
+	if r.bulk != nil {
+		bulkPool.Put(r.bulk)
+		r.buf, r.bulk, r.small = r.small, nil, nil
+	}
 	maxLine := r.maxLine
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLineSize
 	}
 	buf := r.buf
-	if cap(buf) == 0 || cap(buf) > 16*initialBufferSize {
+	if cap(buf) == 0 || cap(buf) > initialBufferSize {
 		buf = make([]byte, min(initialBufferSize, maxLine+1))
 	}
 	data := r.data[:0]
@@ -304,18 +320,28 @@ func (r *Reader) fill() {
 		r.unpin()
 		r.compact()
 	}
-	if r.w == len(r.buf) {
+	switch {
+	case r.w == len(r.buf):
 		// readLine bounds the pending line to maxLine, so this grows.
-		nb := make([]byte, min(2*len(r.buf), r.maxLine+1))
-		copy(nb, r.buf[:r.w])
-		r.buf = nb
+		r.returnBulk(false)
+		r.grow(min(2*len(r.buf), r.maxLine+1))
+	case r.full && r.bulk == nil && len(r.buf) < bulkBufferSize && r.maxLine+1 > bulkBufferSize:
+		r.bulk = bulkPool.Get().(*[]byte)
+		r.small = r.buf
+		r.buf = *r.bulk
+		copy(r.buf, r.small[:r.w])
+	case !r.full && r.bulk != nil && r.w <= len(r.small):
+		// The burst is over: go back to the small buffer before blocking in Read.
+		r.returnBulk(true)
 	}
 	for range 100 {
+		free := len(r.buf) - r.w
 		n, err := r.rd.Read(r.buf[r.w:])
-		if n < 0 || n > len(r.buf)-r.w {
+		if n < 0 || n > free {
 			r.err = errors.New("sse: reader returned invalid count")
 			return
 		}
+		r.full = n == free
 		r.w += n
 		if err != nil {
 			r.err = err
@@ -326,6 +352,30 @@ func (r *Reader) fill() {
 		}
 	}
 	r.err = io.ErrNoProgress
+}
+
+// returnBulk gives a borrowed buffer back to the pool, moving the buffered bytes to the
+// Reader's own buffer when keep is set (they fit: the caller checked), or to a private copy of
+// the borrowed one otherwise.
+func (r *Reader) returnBulk(keep bool) {
+	if r.bulk == nil {
+		return
+	}
+	if keep {
+		copy(r.small, r.buf[:r.w])
+		r.buf = r.small
+	} else {
+		r.buf = append([]byte(nil), r.buf...)
+	}
+	bulkPool.Put(r.bulk)
+	r.bulk, r.small = nil, nil
+}
+
+// grow replaces the buffer with a larger one holding the same bytes.
+func (r *Reader) grow(size int) {
+	nb := make([]byte, size)
+	copy(nb, r.buf[:r.w])
+	r.buf = nb
 }
 
 // compact slides the live part of the buffer to its front.
