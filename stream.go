@@ -119,7 +119,12 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 			if c.res.TTFT == 0 && tr.FirstContent() {
 				c.res.TTFT = time.Since(c.start)
 			}
-			out.buf = sse.AppendEvent(out.grab(), ev.Name, data)
+			if ev.Multiline {
+				out.buf = sse.AppendEvent(out.grab(), ev.Name, data)
+			} else {
+				// One upstream line stays one line: the transforms splice JSON values.
+				out.buf = sse.AppendLine(out.grab(), ev.Name, data)
+			}
 		}
 	}
 	if chunked && !sawDone {

@@ -68,3 +68,33 @@ func TestReaderBulkBufferSwitching(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendLineMatchesAppendEvent(t *testing.T) {
+	for _, tc := range []struct{ name, data string }{
+		{"", `{"a":1}`},
+		{"", ""},
+		{"delta", `{"type":"response.output_text.delta"}`},
+	} {
+		got := AppendLine(nil, []byte(tc.name), []byte(tc.data))
+		want := AppendEvent(nil, []byte(tc.name), []byte(tc.data))
+		if !bytes.Equal(got, want) {
+			t.Errorf("AppendLine(%q, %q) = %q, want %q", tc.name, tc.data, got, want)
+		}
+	}
+}
+
+func TestEventMultiline(t *testing.T) {
+	rd := NewReader(bytes.NewReader([]byte("data: one\n\ndata: a\ndata: b\n\n")))
+	for _, want := range []struct {
+		data      string
+		multiline bool
+	}{{"one", false}, {"a\nb", true}} {
+		ev, err := rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(ev.Data) != want.data || ev.Multiline != want.multiline {
+			t.Errorf("event %q multiline=%v, want %q multiline=%v", ev.Data, ev.Multiline, want.data, want.multiline)
+		}
+	}
+}

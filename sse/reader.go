@@ -45,6 +45,9 @@ type Event struct {
 	// Comment marks a comment line (one starting with ':'). Only Data is
 	// set; the leading colon and one following space are removed.
 	Comment bool
+	// Multiline is set when Data joins several data lines, so it holds "\n".
+	// Without it Data holds no line break, and AppendLine can frame it.
+	Multiline bool
 }
 
 // Reader reads server-sent events from an io.Reader, following the WHATWG
@@ -220,7 +223,7 @@ func trimSpace1(b []byte) []byte {
 // one. The returned slices stay valid because nothing is written to the
 // buffers before the next call to Next.
 func (r *Reader) dispatch() Event {
-	ev := Event{Name: r.name}
+	ev := Event{Name: r.name, Multiline: r.nData > 1}
 	if r.pinStart >= 0 {
 		ev.Data = r.buf[r.pinStart:r.pinEnd]
 	} else {

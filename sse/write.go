@@ -21,13 +21,27 @@ func IsPing(name, data []byte) bool {
 	if string(name) == "ping" {
 		return true
 	}
-	// The substring test keeps the scan off every ordinary chunk.
-	if !bytes.Contains(data, []byte(`"ping"`)) {
+	// A ping is a tiny object: the length test keeps the scan off every ordinary chunk.
+	if len(data) > maxPingSize || !bytes.Contains(data, []byte(`"ping"`)) {
 		return false
 	}
 	i := skipWS(data, 0)
 	m, ok := findMember(data, i, "type")
 	return ok && string(m.value(data)) == `"ping"`
+}
+
+// maxPingSize bounds the data of a {"type":"ping"} event, with room for whitespace and an id.
+const maxPingSize = 128
+
+// AppendLine is AppendEvent for data known to hold no line break (an Event without
+// Multiline, or JSON encoded on one line): it frames it without scanning it.
+func AppendLine(dst, name, line []byte) []byte {
+	if len(name) > 0 {
+		return AppendEvent(dst, name, line)
+	}
+	dst = append(dst, "data: "...)
+	dst = append(dst, line...)
+	return append(dst, '\n', '\n')
 }
 
 // AppendEvent appends the encoding of one event to dst: an "event:" line
