@@ -8,9 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
 // Addresses the examples are written for, replaced by the test's own.
@@ -123,15 +120,7 @@ func startExample(t *testing.T, path, upstream, dir string) *gateway {
 			t.Fatalf("%s: want exactly one %q to substitute", path, want)
 		}
 	}
-	caddyMu.Lock()
-	g := &gateway{t: t, port: freePort(t)}
-	g.URL = fmt.Sprintf("http://127.0.0.1:%d", g.port)
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-		caddyMu.Unlock()
-	})
+	g := newGateway(t)
 	cf = strings.ReplaceAll(cf, exampleUpstream, upstream)
 	cf = strings.Replace(cf, exampleSite, fmt.Sprintf("http://127.0.0.1:%d {", g.port), 1)
 	cf = strings.Replace(cf, exampleAdmin, "admin off\n\tpersist_config off", 1)
@@ -139,13 +128,7 @@ func startExample(t *testing.T, path, upstream, dir string) *gateway {
 	// written, so a relative path would keep writing into the previous test's directory.
 	cf = strings.ReplaceAll(cf, "output file logs/", "output file "+filepath.Join(dir, "logs")+"/")
 
-	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), map[string]any{"filename": path})
-	if err != nil {
-		t.Fatalf("adapting %s: %v", path, err)
-	}
-	if err := caddy.Load(cfgJSON, true); err != nil {
-		t.Fatalf("loading %s: %v", path, err)
-	}
+	g.loadCaddyfile(path, cf, true)
 	return g
 }
 

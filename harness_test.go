@@ -43,9 +43,9 @@ type gateway struct {
 	URL  string // http://127.0.0.1:PORT
 }
 
-// startGateway runs Caddy in this process with site as the body of a site block on a fresh
-// port (globals go into the global options block). It stops Caddy when the test ends.
-func startGateway(t testing.TB, globals, site string) *gateway {
+// newGateway reserves the process-wide Caddy and a fresh port for the test; it stops Caddy
+// when the test ends. Load a config with reload or loadCaddyfile.
+func newGateway(t testing.TB) *gateway {
 	t.Helper()
 	caddyMu.Lock()
 	g := &gateway{t: t, port: freePort(t)}
@@ -56,6 +56,14 @@ func startGateway(t testing.TB, globals, site string) *gateway {
 		}
 		caddyMu.Unlock()
 	})
+	return g
+}
+
+// startGateway runs Caddy in this process with site as the body of a site block on a fresh
+// port (globals go into the global options block).
+func startGateway(t testing.TB, globals, site string) *gateway {
+	t.Helper()
+	g := newGateway(t)
 	g.reload(globals, site, true)
 	return g
 }
@@ -65,10 +73,16 @@ func startGateway(t testing.TB, globals, site string) *gateway {
 func (g *gateway) reload(globals, site string, force bool) {
 	g.t.Helper()
 	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tauto_https off\n\tgrace_period 2s\n%s\n}\n:%d {\n\tbind 127.0.0.1\n%s\n}\n", globals, g.port, site)
+	g.loadCaddyfile("Caddyfile", cf, force)
+}
+
+// loadCaddyfile adapts and loads a whole Caddyfile.
+func (g *gateway) loadCaddyfile(filename, cf string, force bool) {
+	g.t.Helper()
 	adapter := caddyconfig.GetAdapter("caddyfile")
-	cfgJSON, warnings, err := adapter.Adapt([]byte(cf), map[string]any{"filename": "Caddyfile"})
+	cfgJSON, warnings, err := adapter.Adapt([]byte(cf), map[string]any{"filename": filename})
 	if err != nil {
-		g.t.Fatalf("adapting Caddyfile: %v\n%s", err, cf)
+		g.t.Fatalf("adapting %s: %v\n%s", filename, err, cf)
 	}
 	for _, w := range warnings {
 		if !strings.Contains(w.Message, "not formatted") {
@@ -76,7 +90,7 @@ func (g *gateway) reload(globals, site string, force bool) {
 		}
 	}
 	if err := caddy.Load(cfgJSON, force); err != nil {
-		g.t.Fatalf("loading config: %v\n%s", err, cfgJSON)
+		g.t.Fatalf("loading %s: %v\n%s", filename, err, cfgJSON)
 	}
 	// The old server closed its idle keep-alive connections (DESIGN-NOTES: known Caddy
 	// behaviour); drop ours so the next request does not reuse a dead one.
