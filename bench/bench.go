@@ -21,10 +21,13 @@ const (
 	targetReverseProxy
 	targetGateway
 	targetGatewayAudit
+	targetAuditWriter // the audit package's writer, run in this process
 	numTargets
 )
 
-var targetNames = [numTargets]string{"direct (fake upstream)", "reverse_proxy", "llm_gateway", "llm_gateway + audit"}
+var targetNames = [numTargets]string{
+	"direct (fake upstream)", "reverse_proxy", "llm_gateway", "llm_gateway + audit", "audit writer (in-process)",
+}
 
 // target is one endpoint under load.
 type target struct {
@@ -73,6 +76,7 @@ const (
 	kindRequests scenarioKind = iota // closed or open loop of whole requests
 	kindStreams                      // closed loop of streams: TTFT matters
 	kindOpen                         // concurrent open streams: RSS matters
+	kindWriter                       // rows committed by the audit writer
 )
 
 // bench holds the processes under test.
@@ -93,6 +97,11 @@ type bench struct {
 	// goroutines is that process's goroutine count at the same moment.
 	heapProfile string
 	goroutines  int
+	// auditResponse is the fake upstream's answer to body, the response
+	// of every row of the audit writer phase; writerRuns numbers its
+	// databases.
+	auditResponse []byte
+	writerRuns    int
 
 	body, streamBody []byte
 }
@@ -120,6 +129,7 @@ func newBench(dir, caddyBin, fakeBin string, p plan) (*bench, error) {
 		return nil, err
 	}
 	b.targets[targetDirect] = &target{id: targetDirect, url: b.fake.base + "/v1/chat/completions"}
+	b.targets[targetAuditWriter] = &target{id: targetAuditWriter}
 	for id, kind := range map[targetID]proxyKind{
 		targetReverseProxy: kindReverseProxy, targetGateway: kindGateway, targetGatewayAudit: kindGatewayAudit,
 	} {
@@ -198,6 +208,11 @@ func (b *bench) scenarios() []scenario {
 			name: fmt.Sprintf("non-stream %d req/s, audit off/on", p.rate), fake: fakeSteady,
 			targets: []targetID{targetGateway, targetGatewayAudit}, kind: kindRequests,
 			run: b.rateLimited,
+		},
+		{
+			name: "audit writer sustained rows/s, bodies 2 KB + 1 KB", fake: fakeSteady,
+			targets: []targetID{targetAuditWriter}, kind: kindWriter,
+			run: b.auditWriter,
 		},
 	}
 }

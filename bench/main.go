@@ -19,12 +19,18 @@
 //   - streaming chat, 64 chunks per stream;
 //   - 5,000 concurrent open streams (fresh proxy processes, RSS per stream);
 //   - 2,000 req/s open-loop non-stream load, audit on and off, with the
-//     audit rows counted against the requests sent.
+//     audit rows counted against the requests sent;
+//   - the audit writer's sustained rows/s with 2 KB + 1 KB bodies, the
+//     llm_audit app run in this process and fed as fast as it commits.
 //
 // Every phase runs once per target per round, targets interleaved (and
 // rotated between rounds), and every figure is the median over rounds. The
 // result is one Markdown table, printed and written to -out together with
-// the command line and the machine it ran on.
+// the command line and the machine it ran on. With -before, the report
+// also keeps an earlier one verbatim as "Before", this run as "After",
+// and compares the two:
+//
+//	go run ./bench -rounds 3 -pprof -before docs/benchmarks-before.md -out docs/benchmarks.md
 //
 // Linux only: it reads /proc, and raises RLIMIT_NOFILE to its hard limit
 // (which the child processes inherit) for the open-streams phase.
@@ -48,6 +54,7 @@ type options struct {
 	rounds   int
 	quick    bool
 	out      string
+	before   string
 	repo     string
 	caddyBin string
 	fakeBin  string
@@ -67,6 +74,7 @@ type plan struct {
 	openStreams int
 	rate        int
 	rateFor     time.Duration
+	writerFor   time.Duration // audit writer fed at its own pace
 	settle      time.Duration // after each phase, before CPU is read again
 }
 
@@ -74,10 +82,10 @@ func (o options) plan() plan {
 	p := plan{
 		rounds: o.rounds, c1For: 2 * time.Second, c32For: 3 * time.Second,
 		streamFor: 3 * time.Second, streamConc: 16, openStreams: o.streams,
-		rate: o.rate, rateFor: 3 * time.Second, settle: 250 * time.Millisecond,
+		rate: o.rate, rateFor: 3 * time.Second, writerFor: 3 * time.Second, settle: 250 * time.Millisecond,
 	}
 	if o.quick {
-		p.c1For, p.c32For, p.streamFor, p.rateFor = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, time.Second
+		p.c1For, p.c32For, p.streamFor, p.rateFor, p.writerFor = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, time.Second, time.Second
 		p.openStreams = min(p.openStreams, 1000)
 	}
 	return p
@@ -88,6 +96,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; every figure is the median over them")
 	flag.BoolVar(&o.quick, "quick", false, "short phases and at most 1,000 open streams: a smoke run of about a minute")
 	flag.StringVar(&o.out, "out", "", "also write the report (Markdown) to this file, e.g. docs/benchmarks.md")
+	flag.StringVar(&o.before, "before", "", "an earlier report (Markdown, as -out writes it) to keep in the report as \"Before\", compared with this run as \"After\", e.g. docs/benchmarks-before.md")
 	flag.StringVar(&o.repo, "repo", ".", "repository root, where cmd/caddy and cmd/fakeupstream are built from")
 	flag.StringVar(&o.caddyBin, "caddy", "", "Caddy binary with the gateway's modules (default: build cmd/caddy)")
 	flag.StringVar(&o.fakeBin, "fake", "", "fake upstream binary (default: build cmd/fakeupstream)")
@@ -96,6 +105,10 @@ func main() {
 	flag.BoolVar(&o.pprof, "pprof", false, "report the top functions of CPU profiles of reverse_proxy and llm_gateway under non-stream and streaming load (taken after the rounds), and of a heap profile of llm_gateway with all streams open")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs, audit database, profiles)")
 	flag.Parse()
+	// Importing the audit package brings in Caddy, which sends the standard
+	// logger to zap; this command's progress lines go to stderr as plain text.
+	log.SetOutput(os.Stderr)
+	log.SetPrefix("")
 	log.SetFlags(log.Ltime)
 	if o.rounds < 1 || o.streams < 1 || o.rate < 1 {
 		log.Fatal("bench: -rounds, -streams and -rate must be positive")
@@ -107,6 +120,19 @@ func main() {
 
 func run(o options) error {
 	p := o.plan()
+	// Read the earlier report first: a run that ends unable to use it
+	// would have been wasted.
+	var before string
+	if o.before != "" {
+		if o.out != "" && sameFile(o.before, o.out) {
+			return fmt.Errorf("-before %s is also -out: the earlier report would be overwritten", o.before)
+		}
+		b, err := os.ReadFile(o.before)
+		if err != nil {
+			return err
+		}
+		before = string(b)
+	}
 	// Each open stream holds a client socket here and two in the proxy.
 	if _, err := raiseNoFile(uint64(2*p.openStreams + 512)); err != nil {
 		return err
@@ -193,7 +219,7 @@ func run(o options) error {
 		return err
 	}
 	env.finish()
-	report := render(o, env, b, scenarios, results, audit, profiles)
+	report := render(o, env, b, tabulate(p, scenarios, results), audit, profiles, before, o.before)
 	fmt.Print(report)
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
@@ -202,6 +228,19 @@ func run(o options) error {
 		log.Printf("wrote %s", o.out)
 	}
 	return nil
+}
+
+// sameFile reports whether paths a and b name the same file, existing or
+// not.
+func sameFile(a, b string) bool {
+	if fa, err := os.Stat(a); err == nil {
+		if fb, err := os.Stat(b); err == nil {
+			return os.SameFile(fa, fb)
+		}
+	}
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	return errA == nil && errB == nil && absA == absB
 }
 
 // profile fetches a 10-second CPU profile of t's process under non-stream

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -110,6 +111,10 @@ func summarise(s scenario, rounds [][]measurement) []figures {
 			if id != targetDirect {
 				cpu = append(cpu, float64(m.cpu)/float64(time.Microsecond)/float64(m.ok))
 			}
+			if s.kind == kindWriter {
+				rps = append(rps, float64(m.ok)/m.elapsed.Seconds())
+				continue
+			}
 			if s.kind == kindOpen {
 				ttft = append(ttft, quantile(m.ttft, 0.5))
 				if m.rssOpen > 0 {
@@ -152,26 +157,22 @@ func (f figure) signed(prec int) string {
 	return fmt.Sprintf("%+.*f", prec, f.v)
 }
 
-// render writes the report: provenance, the table, the ratios and the
-// acceptance checks of SPEC.md §11, and how it was measured.
-func render(o options, env *machine, b *bench, scenarios []scenario, results [][][]measurement, audit auditSummary, profiles []profile) string {
-	p := b.plan
-	var w strings.Builder
-	cmd := "go run ./bench"
-	if len(os.Args) > 1 {
-		cmd += " " + strings.Join(os.Args[1:], " ")
-	}
-	fmt.Fprintf(&w, "# Benchmarks\n\nProduced by the project's benchmark (`bench/`), run from the repository root:\n\n```sh\n%s\n```\n\n", cmd)
-	fmt.Fprintf(&w, "- Date: %s, %s of wall time\n", env.start.Format("2006-01-02 15:04 MST"), env.end.Sub(env.start).Round(time.Second))
-	fmt.Fprintf(&w, "- Machine: %d CPUs (`nproc`), %s, Linux %s\n", runtime.NumCPU(), env.cpuModel, env.kernel)
-	fmt.Fprintf(&w, "- Toolchain: %s\n", env.goVersion)
-	fmt.Fprintf(&w, "- Load average at start / end: %s / %s (the machine is shared; the load generator, the fake upstream and the proxy under test share its CPUs)\n", env.loadStart, env.loadEnd)
-	fmt.Fprintf(&w, "- Rounds: %d, targets interleaved and rotated each round; every figure is the median over rounds\n", p.rounds)
+// report is one run's figures as the cells of its two tables.
+type report struct {
+	results [][]string // one row per phase and target, resultHeader's columns
+	checks  [][]string // one row per check, checkHeader's columns
+	writer  figures    // of the audit writer phase, if it ran
+}
 
-	fmt.Fprintf(&w, "\n## Results\n\n")
-	fmt.Fprintf(&w, "Latencies in µs. CPU is user+system time of the proxy process (`/proc/<pid>/stat`) per request or stream; \"added\" is over the direct upstream in the same round.\n\n")
-	fmt.Fprintf(&w, "| Phase | Target | CPU µs/req | req/s | p50 | p99 | added p50 | TTFT p50 | added TTFT | RSS KiB/stream | errors |\n")
-	fmt.Fprintf(&w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+var (
+	resultHeader = []string{"Phase", "Target", "CPU µs/req", "req/s", "p50", "p99", "added p50", "TTFT p50", "added TTFT", "RSS KiB/stream", "errors"}
+	checkHeader  = []string{"Check", "Measured", "Limit", "Pass"}
+)
+
+// tabulate summarises the rounds into the run's tables: the results and
+// the acceptance checks of SPEC.md §11.
+func tabulate(p plan, scenarios []scenario, results [][][]measurement) report {
+	var rep report
 	all := make([][]figures, len(scenarios))
 	for i, s := range scenarios {
 		all[i] = summarise(s, results[i])
@@ -181,9 +182,10 @@ func render(o options, env *machine, b *bench, scenarios []scenario, results [][
 			if f.hasAudit {
 				errs += fmt.Sprintf(" (%d dropped)", f.sent-f.rows)
 			}
-			fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			rep.results = append(rep.results, []string{
 				s.name, targetNames[id], f.cpuPer.format(1), f.rps.format(0), f.p50.format(0), f.p99.format(0),
-				f.addedP50.signed(0), f.ttft.format(0), f.addedTTFT.signed(0), f.rssPer.format(1), errs)
+				f.addedP50.signed(0), f.ttft.format(0), f.addedTTFT.signed(0), f.rssPer.format(1), errs,
+			})
 		}
 	}
 
@@ -199,8 +201,6 @@ func render(o options, env *machine, b *bench, scenarios []scenario, results [][
 		}
 		return figure{a.v / b.v, true}
 	}
-
-	fmt.Fprintf(&w, "\n## Ratios and acceptance (SPEC.md §11)\n\n| Check | Measured | Limit | Pass |\n|---|--:|--:|:-:|\n")
 	check := func(name string, got figure, prec int, limit string, pass bool) {
 		mark := "yes"
 		if !got.ok {
@@ -208,7 +208,7 @@ func render(o options, env *machine, b *bench, scenarios []scenario, results [][
 		} else if !pass {
 			mark = "**no**"
 		}
-		fmt.Fprintf(&w, "| %s | %s | %s | %s |\n", name, got.format(prec), limit, mark)
+		rep.checks = append(rep.checks, []string{name, got.format(prec), limit, mark})
 	}
 	for i, s := range scenarios {
 		gw, rp := fig(i, targetGateway), fig(i, targetReverseProxy)
@@ -234,20 +234,95 @@ func render(o options, env *machine, b *bench, scenarios []scenario, results [][
 			check("audit CPU overhead %, "+s.name, r, 1, "≤ 15", r.v <= 15)
 			check("audit rows dropped, "+s.name, figure{float64(a.sent - a.rows), a.hasAudit}, 0, "0", a.sent == a.rows)
 			check("achieved req/s with audit, "+s.name, a.rps, 0, fmt.Sprintf("≈ %d", p.rate), a.rps.v >= 0.95*float64(p.rate))
+		case s.kind == kindWriter:
+			// Not a §11 limit in itself, but the audit phase's rate is one
+			// the writer must sustain for zero rows to be dropped.
+			wr := fig(i, targetAuditWriter)
+			rep.writer = wr
+			check(s.name, wr.rps, 0, fmt.Sprintf("≥ %d (the audit phase's rate)", p.rate), wr.rps.v >= float64(p.rate))
 		}
 	}
-	fmt.Fprintf(&w, "\nAudit, whole run: %d rows for %d answers of the audit target (counted in SQLite after a graceful stop).\n", audit.rows, audit.sent)
+	return rep
+}
+
+// commandLine is how this run was invoked, as the reader would retype it.
+func commandLine() string {
+	cmd := "go run ./bench"
+	if len(os.Args) > 1 {
+		cmd += " " + strings.Join(os.Args[1:], " ")
+	}
+	return cmd
+}
+
+// render writes the report. Without an earlier run it is this run alone:
+// provenance, the tables and how it was measured. With one (before, the
+// Markdown of an earlier report, read from beforePath), the file keeps both
+// runs and the command of each: a before → after comparison, this run as
+// "After", and the earlier report embedded verbatim as "Before" (its
+// headings one level down).
+func render(o options, env *machine, b *bench, rep report, audit auditSummary, profiles []profile, before, beforePath string) string {
+	var w strings.Builder
+	fmt.Fprintf(&w, "# Benchmarks\n\n")
+	if before == "" {
+		renderRun(&w, 2, env, b, rep, audit, profiles)
+		return w.String()
+	}
+	link := beforePath
+	if o.out != "" {
+		if rel, err := filepath.Rel(filepath.Dir(o.out), beforePath); err == nil {
+			link = rel
+		}
+	}
+	fmt.Fprintf(&w, "Two runs of the project's benchmark (`bench/`) on the same machine: **After**, the latest, and\n")
+	fmt.Fprintf(&w, "**Before**, the first full run, kept verbatim in [%s](%s) and repeated below. Each section\n", link, link)
+	fmt.Fprintf(&w, "gives the exact command that produced it. The After run regenerates this file, Before included:\n\n")
+	fmt.Fprintf(&w, "```sh\n%s\n```\n\n", commandLine())
+
+	fmt.Fprintf(&w, "## Before → after\n\n")
+	compare(&w, parseTables(before), rep)
+
+	fmt.Fprintf(&w, "\n## After\n\n")
+	renderRun(&w, 3, env, b, rep, audit, profiles)
+
+	fmt.Fprintf(&w, "\n## Before\n\nThe first full run, as [%s](%s) records it.\n", link, link)
+	w.WriteString(demote(before))
+	return w.String()
+}
+
+// renderRun writes one run: its command and machine, the tables, the
+// profiles and how it was measured, with section headings at level.
+func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report, audit auditSummary, profiles []profile) {
+	p, h := b.plan, strings.Repeat("#", level)
+	fmt.Fprintf(w, "Produced by the project's benchmark (`bench/`), run from the repository root:\n\n```sh\n%s\n```\n\n", commandLine())
+	fmt.Fprintf(w, "- Date: %s, %s of wall time\n", env.start.Format("2006-01-02 15:04 MST"), env.end.Sub(env.start).Round(time.Second))
+	fmt.Fprintf(w, "- Machine: %d CPUs (`nproc`), %s, Linux %s\n", runtime.NumCPU(), env.cpuModel, env.kernel)
+	fmt.Fprintf(w, "- Toolchain: %s\n", env.goVersion)
+	fmt.Fprintf(w, "- Load average at start / end: %s / %s (the machine is shared; the load generator, the fake upstream and the proxy under test share its CPUs)\n", env.loadStart, env.loadEnd)
+	fmt.Fprintf(w, "- Rounds: %d, targets interleaved and rotated each round; every figure is the median over rounds\n", p.rounds)
+
+	fmt.Fprintf(w, "\n%s Results\n\n", h)
+	fmt.Fprintf(w, "Latencies in µs. CPU is user+system time of the proxy process (`/proc/<pid>/stat`) per request or stream; \"added\" is over the direct upstream in the same round. The audit writer row counts rows committed per second and the benchmark process's CPU per row.\n\n")
+	writeTable(w, resultHeader, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|", rep.results)
+	if wr := rep.writer; wr.rps.ok && wr.cpuPer.ok && wr.cpuPer.v > 0 {
+		// Wall-clock rates fall when other work takes the CPUs; CPU per
+		// row does not, so give the rate one free core would sustain too.
+		fmt.Fprintf(w, "\nAudit writer, bodies %d + %d bytes: **%s rows/s** sustained, %s µs of CPU per row, so about %.0f rows per second of one CPU.\n",
+			len(b.body), len(b.auditResponse), wr.rps.format(0), wr.cpuPer.format(1), 1e6/wr.cpuPer.v)
+	}
+
+	fmt.Fprintf(w, "\n%s Ratios and acceptance (SPEC.md §11)\n\n", h)
+	writeTable(w, checkHeader, "|---|--:|--:|:-:|", rep.checks)
+	fmt.Fprintf(w, "\nAudit, whole run: %d rows for %d answers of the audit target (counted in SQLite after a graceful stop).\n", audit.rows, audit.sent)
 
 	if len(profiles) > 0 {
-		fmt.Fprintf(&w, "\n## Profiles\n")
+		fmt.Fprintf(w, "\n%s Profiles\n", h)
 	}
 	for _, pr := range profiles {
-		fmt.Fprintf(&w, "\n### %s\n\n```\n%s```\n", pr.title, pr.top)
+		fmt.Fprintf(w, "\n%s# %s\n\n```\n%s```\n", h, pr.title, pr.top)
 	}
 
-	fmt.Fprintf(&w, `
-## How it is measured
-
+	fmt.Fprintf(w, "\n%s How it is measured\n", h)
+	fmt.Fprintf(w, `
 - Processes: one fake upstream (`+"`cmd/fakeupstream`"+`) and three Caddy processes of the same binary
   (`+"`cmd/caddy`"+`): `+"`reverse_proxy`"+` with `+"`flush_interval -1`"+`, `+"`llm_gateway`"+`, and `+"`llm_gateway`"+`
   with the `+"`llm_audit`"+` app (bodies stored in full, rotation off). No access logs; admin on its
@@ -265,6 +340,20 @@ func render(o options, env *machine, b *bench, scenarios []scenario, results [][
   its hard limit by the benchmark, and the children inherit it.
 - Audit: %d req/s open loop (requests sent on schedule from 128 workers, latency counted from the
   scheduled time) for %v; rows counted with SQLite after the phase settled, against answers received.
-`, p.settle, p.c1For, p.c32For, p.streamConc, p.streamFor, p.openStreams, p.rate, p.rateFor)
-	return w.String()
+- Audit writer: the `+"`llm_audit`"+` app run inside the benchmark process, configured as the audit
+  target's (bodies full, rotation off, default queue, batch size and flush interval), on a fresh
+  database each round; rows go through `+"`App.Acquire`"+` and `+"`Handle.Enqueue`"+` as in the gateway, each
+  with the %d-byte request and the fake upstream's %d-byte answer to it as bodies. For %v the
+  queue is filled to capacity and awaited (`+"`Writer.Sync`"+`), again and again, so the writer is never
+  idle and nothing is dropped; rows/s counts rows committed (`+"`Writer.Written`"+`), CPU is the
+  process's (`+"`getrusage`"+`), the writer's plus the producer's small share, nothing else running.
+`, p.settle, p.c1For, p.c32For, p.streamConc, p.streamFor, p.openStreams, p.rate, p.rateFor, len(b.body), len(b.auditResponse), p.writerFor)
+}
+
+// writeTable writes a Markdown table.
+func writeTable(w *strings.Builder, header []string, align string, rows [][]string) {
+	fmt.Fprintf(w, "| %s |\n%s\n", strings.Join(header, " | "), align)
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
+	}
 }
