@@ -257,6 +257,11 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 		apiKey:    repl.ReplaceKnown(c.APIKey, ""),
 		extraBody: c.ExtraBody,
 	}
+	if c.APIKey != "" && uc.apiKey == "" {
+		// An unset {env.X}: falling back to the caller's key would send callers' credentials
+		// to an upstream meant to get the operator's (SPEC §2.4).
+		return nil, fmt.Errorf("api_key %q expands to an empty key; set the variable, or remove api_key to pass the caller's key through", c.APIKey)
+	}
 	tf := c.ThinkingFormat
 	if tf == "" {
 		tf = thinking

@@ -2,9 +2,13 @@ package llmgateway_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
 func TestRequestForwardedByteForByte(t *testing.T) {
@@ -129,4 +133,18 @@ func TestUpstreamAuthAndHeaders(t *testing.T) {
 	h = open.LastRequest().Header
 	check(h, "X-Api-Key", "sk-ant")
 	check(h, "Anthropic-Version", "2023-06-01")
+}
+
+func TestUnsetAPIKeyVariableIsAConfigError(t *testing.T) {
+	g := newGateway(t)
+	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\n:%d {\n%s}\n", g.port, gatewaySite("",
+		clientBlock("keyed", "http://127.0.0.1:1/v1", "match keyword gpt", "api_key {env.LLMGW_TEST_SURELY_UNSET}")))
+	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = caddy.Load(cfgJSON, true)
+	if err == nil || !strings.Contains(err.Error(), "expands to an empty key") {
+		t.Fatalf("loading a client whose api_key variable is unset: %v, want an error (the caller's key must not be sent instead)", err)
+	}
 }

@@ -245,9 +245,18 @@ func (p *yamlParser) client(n *yaml.Node, path string) (*router.Client, error) {
 		}
 	}
 	err := p.fields(n, path, map[string]fieldFunc{
-		"name":           str(&c.Name),
-		"base_url":       str(&c.BaseURL),
-		"api_key":        str(&c.APIKey),
+		"name":     str(&c.Name),
+		"base_url": str(&c.BaseURL),
+		"api_key": func(v *yaml.Node, path string) error {
+			key, err := p.str(v, path)
+			if err == nil && key == "" && strings.Contains(v.Value, "${") {
+				// Falling back to the caller's key would send callers' credentials to an
+				// upstream meant to get the operator's (SPEC §2.4).
+				return p.errf(v, "%s: %q expands to an empty key; set the variable, or write api_key: \"\" to pass the caller's key through", path, v.Value)
+			}
+			c.APIKey = key
+			return err
+		},
 		"fallback":       str(&c.Fallback),
 		"upstream_model": str(&c.UpstreamModel),
 		"special_prefix": str(&c.SpecialPrefix),

@@ -294,6 +294,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{"cooldown float", "health_check: {cooldown_seconds: 1.5}\n" + head, "health_check.cooldown_seconds: want a whole number of seconds"},
 		{"backoff string", "health_check: {backoff_multiplier: fast}\n" + head, `health_check.backoff_multiplier: want a number, got "fast"`},
 		{"duplicate key", head + "    priority: 1\n    priority: 2\n", "f.yaml:6: openai_clients[0].priority: duplicate key"},
+		{"api_key from an unset variable", head + "    api_key: ${UNSET_KEY}\n", `f.yaml:5: openai_clients[0].api_key: "${UNSET_KEY}" expands to an empty key`},
 		{"name missing", "openai_clients:\n  - base_url: http://a/v1\n    model_match: {type: exact, value: [m]}\n", "f.yaml:2: openai_clients[0]: name is required"},
 		{"name is a list", "openai_clients:\n  - name: [a]\n", "f.yaml:2: openai_clients[0].name: want a string, got a list"},
 		{"base_url missing", "openai_clients:\n  - name: a\n    model_match: {type: exact, value: [m]}\n", "f.yaml:2: openai_clients[0]: base_url is required"},
