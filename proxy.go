@@ -48,6 +48,10 @@ type call struct {
 	last failure
 	// passed is set when the request went to the next handler.
 	passed bool
+	// bodiesDropped is set once a stream let go of the request bodies (dropBodies); tool and
+	// multimodal then hold the audit flags read from them before.
+	bodiesDropped    bool
+	tool, multimodal bool
 
 	res Result
 }
@@ -231,11 +235,12 @@ func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
 		defer cancel(nil)
 		timer = time.AfterFunc(g.firstByteTimout, func() { cancel(errFirstByteTimeout) })
 	}
-	req := c.newUpstreamRequest(ctx, uc, body)
+	req, reqBody := c.newUpstreamRequest(ctx, uc, body)
 
 	uc.state.InFlight.Add(1)
 	defer uc.state.InFlight.Add(-1)
 	resp, err := uc.transport.RoundTrip(req)
+	reqBody.release()
 	if timer != nil {
 		timer.Stop()
 	}

@@ -118,6 +118,15 @@ func (c *call) keepBodies() bool {
 	return c.audit.Writer() != nil && c.h.audit != nil && c.h.audit.Bodies != audit.BodiesNone
 }
 
+// requestFlags reports what the audit row tells of the request body sent upstream: whether it
+// declares tools, and whether a chat message has an image part.
+func (c *call) requestFlags(body []byte) (tool, multimodal bool) {
+	if c.multipart {
+		return false, false
+	}
+	return bytes.Contains(body, []byte(`"tools"`)), c.ep == epChat && bytes.Contains(body, []byte(`"image_url"`))
+}
+
 // record builds the call's audit row.
 func (c *call) record() *audit.Record {
 	r := c.r
@@ -148,9 +157,10 @@ func (c *call) record() *audit.Record {
 	if rec.Request == nil {
 		rec.Request = c.body
 	}
-	if !c.multipart {
-		rec.Tool = bytes.Contains(rec.Request, []byte(`"tools"`))
-		rec.Multimodal = c.ep == epChat && bytes.Contains(rec.Request, []byte(`"image_url"`))
+	if c.bodiesDropped {
+		rec.Tool, rec.Multimodal = c.tool, c.multimodal
+	} else {
+		rec.Tool, rec.Multimodal = c.requestFlags(rec.Request)
 	}
 	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
 		rec.IP = ip

@@ -28,6 +28,7 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 	}
 	h.Set("X-Accel-Buffering", "no")
 	c.w.WriteHeader(resp.StatusCode)
+	c.dropBodies()
 
 	out := &relay{c: c, upstream: resp.Body, rc: http.NewResponseController(c.w), unflushed: true}
 	if c.keepBodies() {
@@ -137,6 +138,25 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 		c.res.Partial = true
 		c.callerGone()
 	}
+}
+
+// dropBodies lets go of the caller's request body and the one sent upstream, unless the audit log
+// stores them: a committed stream no longer retries, a prompt can be hundreds of KiB, and a stream
+// lasts minutes. The audit row's flags are read from them first. The routing keys go too: they may
+// share memory with a decoded copy of the body.
+func (c *call) dropBodies() {
+	if c.keepBodies() {
+		return
+	}
+	if c.audit.Writer() != nil {
+		body := c.res.RequestBody
+		if body == nil {
+			body = c.body
+		}
+		c.tool, c.multimodal = c.requestFlags(body)
+	}
+	c.bodiesDropped = true
+	c.body, c.res.RequestBody, c.info.Keys = nil, nil, nil
 }
 
 // readerPool recycles SSE readers and their buffers across streams.

@@ -6,8 +6,10 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -56,8 +58,9 @@ var hopHeaders = []string{
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// newUpstreamRequest builds the request for uc carrying body.
-func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) *http.Request {
+// newUpstreamRequest builds the request for uc carrying body; release the returned body once
+// RoundTrip returned.
+func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) (*http.Request, *upstreamBody) {
 	r := c.r
 	u := *uc.baseURL
 	u.Path += c.upPath
@@ -86,13 +89,63 @@ func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body 
 		header[kv[0]] = []string{kv[1]}
 	}
 
-	// NewRequestWithContext sets ContentLength and GetBody, which lets the transport replay the
-	// POST on a keep-alive connection the upstream closed meanwhile.
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "", bytes.NewReader(body))
+	ub := &upstreamBody{b: body}
+	if len(body) > 0 && c.stream && !c.keepBodies() {
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: ub.wrote})
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "", http.NoBody)
 	req.URL = &u
 	req.Host = u.Host
 	req.Header = header
-	return req
+	if len(body) > 0 {
+		// A *bytes.Reader in io.NopCloser, as NewRequestWithContext makes it: the transport then
+		// knows the body is in memory and sends it with the headers. GetBody lets it replay the POST
+		// on a keep-alive connection the upstream closed meanwhile.
+		ub.first = bytes.NewReader(body)
+		req.Body = io.NopCloser(ub.first)
+		req.GetBody = ub.open
+		req.ContentLength = int64(len(body))
+	}
+	return req, ub
+}
+
+// upstreamBody is the body of one upstream request. The transport keeps the request referenced
+// until the answer has been read to its end, which for a stream is its whole life, and a prompt
+// can be hundreds of KiB. So release makes GetBody forget the bytes once RoundTrip returned, and
+// wrote, the WroteRequest hook of streams whose bodies the audit log does not keep, makes the
+// request's own reader forget them once the transport sent them.
+type upstreamBody struct {
+	mu      sync.Mutex
+	b       []byte        // what GetBody reads; nil once released
+	first   *bytes.Reader // the request's Body
+	rewound bool          // GetBody was called: a retry has a reader of its own
+}
+
+// open returns a fresh reader of the body; it is the request's GetBody. The transport calls it
+// only within RoundTrip.
+func (u *upstreamBody) open() (io.ReadCloser, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.rewound = true
+	return io.NopCloser(bytes.NewReader(u.b)), nil
+}
+
+// release drops the bytes GetBody reads; call it once RoundTrip returned.
+func (u *upstreamBody) release() {
+	u.mu.Lock()
+	u.b = nil
+	u.mu.Unlock()
+}
+
+// wrote empties the request's Body once the transport wrote the request. The transport calls it
+// from the goroutine that read the Body, so nothing reads it concurrently; a rewound request's
+// first Body may still be read by an abandoned write, so it is left alone then.
+func (u *upstreamBody) wrote(httptrace.WroteRequestInfo) {
+	u.mu.Lock()
+	if !u.rewound {
+		u.first.Reset(nil)
+	}
+	u.mu.Unlock()
 }
 
 // credential is the API key sent to uc: its own, else the caller's bearer token or X-Api-Key.

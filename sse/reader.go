@@ -13,9 +13,11 @@ import (
 const DefaultMaxLineSize = 4 << 20
 
 // initialBufferSize is the starting size of a Reader's buffer. It is small
-// because a gateway holds one Reader per open stream; it grows only for
-// streams that actually send long lines.
-const initialBufferSize = 4 << 10
+// because a gateway holds one Reader per open stream, blocked in a read into
+// this buffer while the stream is idle: 1 KiB holds a typical chat chunk
+// (200–500 bytes) whole. Bursts borrow the bulk buffer instead, and the
+// buffer grows only for streams that actually send longer lines.
+const initialBufferSize = 1 << 10
 
 // bulkBufferSize is the size of the buffer a Reader borrows while reads keep filling its own:
 // the upstream is sending faster than events are consumed, and bigger reads save system calls.
