@@ -17,6 +17,8 @@ const (
 	modelsFetchTimeout = 5 * time.Second
 	modelsCacheEntries = 1024
 	maxModelsBody      = 8 << 20
+	// modelsRetryAfterFailure is how long an answer missing a failed upstream's list is cached.
+	modelsRetryAfterFailure = 5 * time.Second
 )
 
 // modelsCache caches aggregated /v1/models answers per caller credential. A cache belongs to one
@@ -44,7 +46,8 @@ func newModelsCache(ttl time.Duration) *modelsCache {
 func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, g *generation) {
 	cred := callerCredential(r.Header)
 	if g.models.ttl <= 0 {
-		writeJSON(w, http.StatusOK, g.aggregateModels(r.Context(), cred))
+		body, _ := g.aggregateModels(r.Context(), cred)
+		writeJSON(w, http.StatusOK, body)
 		return
 	}
 	key := sha256.Sum256([]byte(cred))
@@ -77,8 +80,14 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, g *generat
 
 	if leader {
 		// The refresh outlives a leader that disconnects: followers wait for it.
-		e.body = g.aggregateModels(context.WithoutCancel(r.Context()), cred)
+		var complete bool
+		e.body, complete = g.aggregateModels(context.WithoutCancel(r.Context()), cred)
 		e.expires = time.Now().Add(g.models.ttl)
+		if !complete {
+			// An upstream failed: serve what the others listed, but do not let a blip hide
+			// that client's models for a whole TTL.
+			e.expires = time.Now().Add(min(g.models.ttl, modelsRetryAfterFailure))
+		}
 		close(e.ready)
 	} else {
 		select {
@@ -98,18 +107,24 @@ type modelObject struct {
 
 // aggregateModels fetches every client's /models concurrently and merges them: de-duplicated by
 // id in config order, each filtered by its client's match rules, followed by the configured
-// exact model names missing from the upstream lists.
-func (g *generation) aggregateModels(ctx context.Context, cred string) []byte {
+// exact model names missing from the upstream lists. complete is false when an upstream's
+// list could not be fetched.
+func (g *generation) aggregateModels(ctx context.Context, cred string) (body []byte, complete bool) {
 	lists := make([][]modelObject, len(g.clients))
+	failed := make([]bool, len(g.clients))
 	var wg sync.WaitGroup
 	for i, uc := range g.clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lists[i] = fetchModels(ctx, uc, cred)
+			lists[i], failed[i] = fetchModels(ctx, uc, cred)
 		}()
 	}
 	wg.Wait()
+	complete = true
+	for _, f := range failed {
+		complete = complete && !f
+	}
 
 	seen := make(map[string]bool)
 	data := make([]json.RawMessage, 0, 16)
@@ -140,17 +155,17 @@ func (g *generation) aggregateModels(ctx context.Context, cred string) []byte {
 		Object string            `json:"object"`
 		Data   []json.RawMessage `json:"data"`
 	}{"list", data})
-	return out
+	return out, complete
 }
 
 // fetchModels gets one client's model list, keeping the models its match rules accept. Any
-// failure gives an empty list: one broken upstream must not hide the others.
-func fetchModels(ctx context.Context, uc *upstreamClient, cred string) []modelObject {
+// failure gives an empty list and failed: one broken upstream must not hide the others.
+func fetchModels(ctx context.Context, uc *upstreamClient, cred string) (list []modelObject, failed bool) {
 	ctx, cancel := context.WithTimeout(ctx, modelsFetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uc.base+"/models", nil)
 	if err != nil {
-		return nil
+		return nil, true
 	}
 	key := uc.apiKey
 	if key == "" {
@@ -164,28 +179,30 @@ func fetchModels(ctx context.Context, uc *upstreamClient, cred string) []modelOb
 	}
 	resp, err := uc.transport.RoundTrip(req)
 	if err != nil {
-		return nil
+		return nil, true
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return nil
+		// A 4xx is the upstream's answer (many servers have no /models); a 5xx or 429 is a
+		// passing failure worth asking again soon.
+		return nil, resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
 	}
 	body, err := readLimited(resp.Body, maxModelsBody)
 	if err != nil {
-		return nil
+		return nil, true
 	}
-	var list struct {
+	var doc struct {
 		Data []json.RawMessage `json:"data"`
 		ID   string            `json:"id"`
 	}
-	if json.Unmarshal(body, &list) != nil {
-		return nil
+	if json.Unmarshal(body, &doc) != nil {
+		return nil, true
 	}
-	if list.Data == nil && list.ID != "" {
-		list.Data = []json.RawMessage{body}
+	if doc.Data == nil && doc.ID != "" {
+		doc.Data = []json.RawMessage{body}
 	}
-	out := make([]modelObject, 0, len(list.Data))
-	for _, raw := range list.Data {
+	out := make([]modelObject, 0, len(doc.Data))
+	for _, raw := range doc.Data {
 		var m struct {
 			ID string `json:"id"`
 		}
@@ -194,7 +211,7 @@ func fetchModels(ctx context.Context, uc *upstreamClient, cred string) []modelOb
 		}
 		out = append(out, modelObject{id: m.ID, raw: raw})
 	}
-	return out
+	return out, false
 }
 
 // serveHealth answers GET /health with each client's breaker state, in config order.

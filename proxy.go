@@ -3,6 +3,7 @@ package llmgateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/audit"
@@ -44,8 +46,11 @@ type call struct {
 	// usage-only chunk is consumed rather than forwarded.
 	injectedUsage bool
 
-	// last is the most recent failed attempt, which decides the final error.
-	last failure
+	// last is the most recent failed attempt and answered the most recent one where an upstream
+	// answered; they decide the final error.
+	last, answered failure
+	// transformErr is why a client was skipped: the request could not be edited for it.
+	transformErr error
 	// passed is set when the request went to the next handler.
 	passed bool
 	// bodiesDropped is set once a stream let go of the request bodies (dropBodies); tool and
@@ -124,10 +129,22 @@ func (c *call) route() {
 				}
 				continue
 			}
+			body, err := c.upstreamBody(uc, model)
+			if err != nil {
+				// A field this client's transforms must edit has the wrong type (say,
+				// max_tokens is a string); a client that needs no such edit may still serve.
+				if probe {
+					uc.state.Breaker.Abandon()
+				}
+				if c.transformErr == nil {
+					c.transformErr = fmt.Errorf("cannot apply the request transforms of client %s: %w", uc.Name, err)
+				}
+				continue
+			}
 			attempted = true
 			c.countFailover()
 			c.res.Tried = append(c.res.Tried, uc.Name)
-			if c.try(uc, model, probe) {
+			if c.try(uc, model, body, probe) {
 				return
 			}
 		}
@@ -147,6 +164,10 @@ func (c *call) route() {
 
 // failAll answers the final error once every attempt failed (SPEC §4).
 func (c *call) failAll(attempted bool, retryAfter time.Duration) {
+	if !attempted && c.transformErr != nil {
+		c.fail(errInvalidRequest(c.transformErr.Error()))
+		return
+	}
 	if !attempted {
 		secs := int64(math.Ceil(retryAfter.Seconds()))
 		if secs < 1 || retryAfter == math.MaxInt64 {
@@ -161,27 +182,36 @@ func (c *call) failAll(attempted bool, retryAfter time.Duration) {
 		})
 		return
 	}
-	switch c.last.kind {
+	last := c.last
+	if c.answered.kind == failUpstream {
+		// An upstream's own answer beats a later connection failure (SPEC §4).
+		last = c.answered
+	}
+	switch last.kind {
 	case failUpstream:
-		c.res.Status = c.last.status
-		c.res.Err = "upstream answered " + strconv.Itoa(c.last.status)
-		copyResponseHeader(c.w.Header(), c.last.header, true)
+		c.res.Status = last.status
+		c.res.Err = "upstream answered " + strconv.Itoa(last.status)
+		copyResponseHeader(c.w.Header(), last.header, true)
 		c.setGatewayHeaders()
-		body := c.last.body
+		body := last.body
+		if c.stream && isEventStream(last.header) {
+			body = sseErrorJSON(body, last.status)
+			c.w.Header().Set("Content-Type", "application/json")
+		}
 		if len(body) == 0 {
-			body = marshalError(errTypeUpstream, "", "upstream answered "+strconv.Itoa(c.last.status)+" with no body")
+			body = marshalError(errTypeUpstream, "", "upstream answered "+strconv.Itoa(last.status)+" with no body")
 			c.w.Header().Set("Content-Type", "application/json")
 		}
 		c.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		c.w.WriteHeader(c.last.status)
+		c.w.WriteHeader(last.status)
 		_, _ = c.w.Write(body)
 		c.res.Response = body
 	case failTimeout:
 		c.fail(&apiError{status: http.StatusGatewayTimeout, typ: errTypeUpstream, code: errCodeUpstreamTimeout,
-			message: "no upstream answered in time: " + errString(c.last.err)})
+			message: "no upstream answered in time: " + errString(last.err)})
 	default:
 		c.fail(&apiError{status: http.StatusBadGateway, typ: errTypeUpstream, code: errCodeUpstreamConnect,
-			message: "no upstream could be reached: " + errString(c.last.err)})
+			message: "no upstream could be reached: " + errString(last.err)})
 	}
 }
 
@@ -214,18 +244,8 @@ func (c *call) setGatewayHeaders() {
 
 // try makes one attempt on uc. It reports true when the call is over: a final answer was
 // written to the caller, or the caller went away.
-func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
+func (c *call) try(uc *upstreamClient, model string, body []byte, probe bool) bool {
 	g := c.g
-	body, err := c.upstreamBody(uc, model)
-	if err != nil {
-		// A field this client's transforms must edit has the wrong type (say, max_tokens is a
-		// string): the caller's request is at fault, whichever client is tried.
-		if probe {
-			uc.state.Breaker.Abandon()
-		}
-		c.fail(errInvalidRequest("cannot apply the request transforms of client " + uc.Name + ": " + err.Error()))
-		return true
-	}
 
 	ctx := c.ctx
 	var timer *time.Timer
@@ -241,8 +261,11 @@ func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
 	defer uc.state.InFlight.Add(-1)
 	resp, err := uc.transport.RoundTrip(req)
 	reqBody.release()
-	if timer != nil {
-		timer.Stop()
+	if timer != nil && !timer.Stop() && err == nil {
+		// The timer fired as the headers arrived: the attempt's context is cancelled and the
+		// body cannot be read. It is the timeout it nearly was.
+		resp.Body.Close()
+		resp, err = nil, errFirstByteTimeout
 	}
 	if err != nil {
 		if c.ctx.Err() != nil {
@@ -255,8 +278,7 @@ func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
 		}
 		uc.state.Breaker.Failure(g.policy, time.Now())
 		kind := failConnect
-		var ne net.Error
-		if errors.Is(context.Cause(ctx), errFirstByteTimeout) || (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded) {
+		if timedOut(ctx, err) {
 			kind = failTimeout
 			if ctx.Err() != nil {
 				err = context.Cause(ctx)
@@ -272,12 +294,13 @@ func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
 		resp.Body.Close()
 		uc.state.Breaker.Failure(g.policy, time.Now())
 		c.last = failure{kind: failUpstream, status: resp.StatusCode, header: resp.Header, body: errBody}
+		c.answered = c.last
 		return false
 	}
 
 	c.res.Backend = uc.Name
 	c.res.RequestBody = body
-	if c.stream && resp.StatusCode/100 == 2 && isEventStream(resp.Header) {
+	if resp.StatusCode/100 == 2 && isEventStream(resp.Header) {
 		// A stream commits at its 2xx headers (SPEC §4): it counts as a success now.
 		uc.state.Breaker.Success()
 		c.res.Stream = true
@@ -285,6 +308,21 @@ func (c *call) try(uc *upstreamClient, model string, probe bool) bool {
 		return true
 	}
 	return c.copyResponse(uc, resp, probe)
+}
+
+// timedOut reports whether an attempt failed for want of response headers in time. A dial
+// timeout is not one: the upstream could not be reached at all (502, not 504).
+func timedOut(ctx context.Context, err error) bool {
+	var dialErr reverseproxy.DialError
+	if errors.As(err, &dialErr) {
+		return false
+	}
+	if errors.Is(err, errFirstByteTimeout) || errors.Is(context.Cause(ctx), errFirstByteTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // callerGone records a call whose caller disconnected before an answer was written.

@@ -43,10 +43,6 @@ func (c *call) finish() {
 		return
 	}
 	c.res.Latency = time.Since(c.start)
-	if repl := replacer(c.r); repl != nil {
-		// Resolved lazily: most requests never read them, so none is formatted up front.
-		repl.Map(c.placeholder)
-	}
 	if extra, ok := c.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		// Caddy's access log entry of this request gains an "llm" object (SPEC §10).
 		extra.Add(zap.Object("llm", &c.res))
@@ -145,7 +141,7 @@ func (c *call) record() *audit.Record {
 		Status:           res.Status,
 		LatencyMs:        res.Latency.Milliseconds(),
 		TTFTMs:           -1,
-		Stream:           c.stream,
+		Stream:           c.stream || res.Stream,
 		Endpoint:         r.URL.Path,
 		RequestID:        r.Header.Get("X-Request-Id"),
 		Tried:            strings.Join(res.Tried, ","),

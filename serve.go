@@ -147,6 +147,11 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 		upPath: upPath,
 		start:  time.Now(),
 	}
+	if repl := replacer(r); repl != nil {
+		// Resolved when read: deferred header operations see the model and backend, the
+		// access log the whole result.
+		repl.Map(c.placeholder)
+	}
 	var err error
 	if c.audit, err = h.audit.Acquire(); err != nil {
 		h.logger.Error("audit database unavailable; this call is not recorded", zap.Error(err))
@@ -175,6 +180,9 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 		c.multipart = true
 		model, err := reqbody.MultipartModel(ct, body)
 		if err != nil {
+			if ep == epGeneric {
+				return c.passOn(next, body) // an upload without a model (say, /v1/files) is not ours
+			}
 			if errors.Is(err, reqbody.ErrNoModel) {
 				c.fail(errInvalidRequest("multipart form has no 'model' field"))
 			} else {
@@ -191,11 +199,7 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 		info, err := reqbody.Sniff(body, g.wantKeys && (ep == epChat || ep == epCompletions))
 		if err != nil {
 			if ep == epGeneric && !errors.Is(err, reqbody.ErrModelNotString) {
-				// Not ours: an unknown /v1/ path without a model belongs to the next handler.
-				c.passed = true
-				r.Body = io.NopCloser(bytes.NewReader(body))
-				r.ContentLength = int64(len(body))
-				return next.ServeHTTP(w, r)
+				return c.passOn(next, body) // an unknown /v1/ path without a model is not ours
 			}
 			c.fail(sniffError(err))
 			return nil
@@ -206,6 +210,14 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 	c.res.Model = c.info.Model
 	c.route()
 	return nil
+}
+
+// passOn hands the request, with the body already read, to the next handler.
+func (c *call) passOn(next caddyhttp.Handler, body []byte) error {
+	c.passed = true
+	c.r.Body = io.NopCloser(bytes.NewReader(body))
+	c.r.ContentLength = int64(len(body))
+	return next.ServeHTTP(c.w, c.r)
 }
 
 // sniffError turns a body-sniffing error into the caller's 400.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/goccy/go-json"
 	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/sse"
@@ -65,7 +66,13 @@ func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body 
 	u := *uc.baseURL
 	u.Path += c.upPath
 	u.RawPath = ""
-	u.RawQuery = r.URL.RawQuery
+	// The base's own query (Azure's api-version, say) comes first, then the caller's.
+	switch {
+	case u.RawQuery == "":
+		u.RawQuery = r.URL.RawQuery
+	case r.URL.RawQuery != "":
+		u.RawQuery += "&" + r.URL.RawQuery
+	}
 
 	header := make(http.Header, len(r.Header)+len(uc.headers)+2)
 	for name, values := range r.Header {
@@ -202,7 +209,12 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 // be read, so the next client is tried: nothing was written to the caller yet.
 func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool) bool {
 	g := c.g
-	body, err := readLimited(resp.Body, maxResponseBody)
+	body, err := readLimited(resp.Body, maxResponseBody+1)
+	if err == nil && int64(len(body)) > maxResponseBody {
+		uc.state.Breaker.Success()
+		c.relayLarge(resp, body)
+		return true
+	}
 	resp.Body.Close()
 	if err != nil {
 		if c.ctx.Err() != nil {
@@ -230,15 +242,61 @@ func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool)
 		}
 	}
 	c.res.Status = resp.StatusCode
-	c.res.Response = body
 
 	h := c.w.Header()
 	copyResponseHeader(h, resp.Header, true)
+	if c.stream && resp.StatusCode/100 != 2 && isEventStream(resp.Header) {
+		// A failed stream is answered in JSON, as the SDKs expect of an error (SPEC §6).
+		body = sseErrorJSON(body, resp.StatusCode)
+		h.Set("Content-Type", "application/json")
+	}
+	c.res.Response = body
 	c.setGatewayHeaders()
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	c.w.WriteHeader(resp.StatusCode)
 	_, _ = c.w.Write(body)
 	return true
+}
+
+// relayLarge sends an answer too large to hold in memory as the upstream sent it, without
+// transforms or usage: head is what was read of it so far.
+func (c *call) relayLarge(resp *http.Response, head []byte) {
+	defer resp.Body.Close()
+	c.res.Status = resp.StatusCode
+	c.res.Err = "answer larger than " + strconv.Itoa(maxResponseBody) + " bytes relayed without inspection"
+	copyResponseHeader(c.w.Header(), resp.Header, false)
+	c.setGatewayHeaders()
+	c.w.WriteHeader(resp.StatusCode)
+	if _, err := c.w.Write(head); err != nil {
+		c.callerGone()
+		return
+	}
+	if _, err := io.Copy(c.w, resp.Body); err != nil {
+		c.res.Partial = true
+		if c.ctx.Err() != nil {
+			c.callerGone()
+		}
+	}
+}
+
+// sseErrorJSON turns an error an upstream sent as SSE into a JSON body: the first event whose
+// data is a JSON object, else the text wrapped in an OpenAI error.
+func sseErrorJSON(body []byte, status int) []byte {
+	rd := sse.NewReader(bytes.NewReader(body))
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			break
+		}
+		if data := bytes.TrimSpace(ev.Data); !ev.Comment && len(data) > 0 && data[0] == '{' && json.Valid(data) {
+			return append([]byte(nil), data...)
+		}
+	}
+	msg := strings.TrimSpace(string(body))
+	if msg == "" {
+		msg = "upstream answered " + strconv.Itoa(status) + " with no body"
+	}
+	return marshalError(errTypeUpstream, "", msg)
 }
 
 // format is the thinking normalisation that applies to this call's answers from uc: only chat
