@@ -187,7 +187,7 @@ func fetchModels(ctx context.Context, uc *upstreamClient, cred string) (list []m
 		// passing failure worth asking again soon.
 		return nil, resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
 	}
-	body, err := readLimited(resp.Body, maxModelsBody)
+	body, err := readLimited(resp, maxModelsBody)
 	if err != nil {
 		return nil, true
 	}

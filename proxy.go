@@ -1,6 +1,7 @@
 package llmgateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -290,7 +291,7 @@ func (c *call) try(uc *upstreamClient, model string, body []byte, probe bool) bo
 	}
 
 	if retryable(resp.StatusCode) {
-		errBody, _ := readLimited(resp.Body, maxErrorBody)
+		errBody, _ := readLimited(resp, maxErrorBody)
 		resp.Body.Close()
 		uc.state.Breaker.Failure(g.policy, time.Now())
 		c.last = failure{kind: failUpstream, status: resp.StatusCode, header: resp.Header, body: errBody}
@@ -355,9 +356,16 @@ func (c *call) upstreamBody(uc *upstreamClient, model string) ([]byte, error) {
 	if c.ep == epChat || c.ep == epCompletions {
 		e.Stop = uc.Stop
 		e.MaxTokens = uc.MaxTokens
-		e.StripThink = c.ep == epChat && uc.StripsThink()
+		// Only a body holding a think tag can need the edit: skip its full scan otherwise.
+		e.StripThink = c.ep == epChat && uc.StripsThink() && mayHoldThink(c.body)
 		e.IncludeUsage = c.stream && !c.info.IncludeUsage && uc.InjectsUsage()
 	}
 	c.injectedUsage = e.IncludeUsage
 	return reqbody.Apply(c.body, e)
+}
+
+// mayHoldThink reports whether body may hold a think block. Encoders escape < > / in many
+// ways (\u003c, \/), but none escapes letters, so the word itself is a safe filter.
+func mayHoldThink(body []byte) bool {
+	return bytes.Contains(body, []byte("think"))
 }

@@ -197,10 +197,15 @@ func isEventStream(h http.Header) bool {
 	return mt == "text/event-stream"
 }
 
-// readLimited reads at most limit bytes of r.
-func readLimited(r io.Reader, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
-	_, err := buf.ReadFrom(io.LimitReader(r, limit))
+// readLimited reads at most limit bytes of an upstream answer's body.
+func readLimited(resp *http.Response, limit int64) ([]byte, error) {
+	size := resp.ContentLength // a hint: the buffer still grows if the upstream sends more
+	if size < 0 || size > limit {
+		size = 512
+	}
+	// One byte more than the body, so ReadFrom sees EOF without growing the buffer first.
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	_, err := buf.ReadFrom(io.LimitReader(resp.Body, limit))
 	return buf.Bytes(), err
 }
 
@@ -209,7 +214,7 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 // be read, so the next client is tried: nothing was written to the caller yet.
 func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool) bool {
 	g := c.g
-	body, err := readLimited(resp.Body, maxResponseBody+1)
+	body, err := readLimited(resp, maxResponseBody+1)
 	if err == nil && int64(len(body)) > maxResponseBody {
 		uc.state.Breaker.Success()
 		c.relayLarge(resp, body)
