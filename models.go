@@ -174,8 +174,8 @@ func fetchModels(ctx context.Context, uc *upstreamClient, cred string) (list []m
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	for _, kv := range uc.headers {
-		req.Header.Set(kv[0], kv[1])
+	for _, h := range uc.headers {
+		req.Header[h.name] = h.values
 	}
 	resp, err := uc.transport.RoundTrip(req)
 	if err != nil {

@@ -171,9 +171,11 @@ type upstreamClient struct {
 	state         *router.ClientState
 	stateKey      string
 	apiKey        string
-	headers       [][2]string
-	extraBody     []byte
-	format        sse.Format // effective thinking_format
+	headers       []headerValue // configured extra request headers
+	// authValue and keyValue are the Authorization and X-Api-Key values of apiKey.
+	authValue, keyValue []string
+	extraBody           []byte
+	format              sse.Format // effective thinking_format
 }
 
 // build makes the routing state from the handler's config merged with yamlData, the content of
@@ -257,6 +259,10 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 		apiKey:    repl.ReplaceKnown(c.APIKey, ""),
 		extraBody: c.ExtraBody,
 	}
+	if uc.apiKey != "" {
+		uc.authValue = []string{"Bearer " + uc.apiKey}
+		uc.keyValue = []string{uc.apiKey}
+	}
 	if c.APIKey != "" && uc.apiKey == "" {
 		// An unset {env.X}: falling back to the caller's key would send callers' credentials
 		// to an upstream meant to get the operator's (SPEC §2.4).
@@ -270,7 +276,7 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 		return nil, err
 	}
 	for name, value := range c.Headers {
-		uc.headers = append(uc.headers, [2]string{http.CanonicalHeaderKey(name), repl.ReplaceKnown(value, "")})
+		uc.headers = append(uc.headers, headerValue{http.CanonicalHeaderKey(name), []string{repl.ReplaceKnown(value, "")}})
 	}
 
 	raw := c.TransportRaw
@@ -327,6 +333,12 @@ func enableTLS(raw json.RawMessage) (json.RawMessage, error) {
 	}
 	m["tls"] = json.RawMessage(`{}`)
 	return json.Marshal(m)
+}
+
+// headerValue is one configured upstream request header, in the form http.Header stores.
+type headerValue struct {
+	name   string
+	values []string
 }
 
 // client returns the generation's client named name, or nil; g may be nil.

@@ -236,7 +236,11 @@ func (c *call) fail(e *apiError) {
 // setGatewayHeaders adds X-LLM-Gateway-Tried and, when a client answered, X-LLM-Gateway-Backend.
 func (c *call) setGatewayHeaders() {
 	if len(c.res.Tried) > 0 {
-		c.w.Header().Set(headerTried, strings.Join(c.res.Tried, ","))
+		tried := c.res.Tried[0] // the usual single name needs no join
+		if len(c.res.Tried) > 1 {
+			tried = strings.Join(c.res.Tried, ",")
+		}
+		c.w.Header().Set(headerTried, tried)
 	}
 	if c.res.Backend != "" {
 		c.w.Header().Set(headerBackend, c.res.Backend)

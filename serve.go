@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -176,7 +175,7 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 	c.body = body
 
 	ct := r.Header.Get("Content-Type")
-	if mt, _, _ := mime.ParseMediaType(ct); mt == "multipart/form-data" {
+	if hasMediaType(ct, "multipart/form-data") {
 		c.multipart = true
 		model, err := reqbody.MultipartModel(ct, body)
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"mime"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
@@ -86,14 +85,20 @@ func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body 
 			delete(header, http.CanonicalHeaderKey(strings.TrimSpace(name)))
 		}
 	}
-	if key := c.credential(uc); key != "" {
+	// The client's own values are built once at provision: requests share them read-only.
+	if uc.apiKey != "" {
+		header["Authorization"] = uc.authValue
+		if c.ep == epMessages {
+			header["X-Api-Key"] = uc.keyValue
+		}
+	} else if key := callerCredential(r.Header); key != "" {
 		header["Authorization"] = []string{"Bearer " + key}
 		if c.ep == epMessages {
 			header["X-Api-Key"] = []string{key}
 		}
 	}
-	for _, kv := range uc.headers {
-		header[kv[0]] = []string{kv[1]}
+	for _, h := range uc.headers {
+		header[h.name] = h.values
 	}
 
 	ub := &upstreamBody{b: body}
@@ -155,14 +160,6 @@ func (u *upstreamBody) wrote(httptrace.WroteRequestInfo) {
 	u.mu.Unlock()
 }
 
-// credential is the API key sent to uc: its own, else the caller's bearer token or X-Api-Key.
-func (c *call) credential(uc *upstreamClient) string {
-	if uc.apiKey != "" {
-		return uc.apiKey
-	}
-	return callerCredential(c.r.Header)
-}
-
 // callerCredential is the caller's bearer token (scheme matched case-insensitively), else its
 // X-Api-Key, else "".
 func callerCredential(h http.Header) string {
@@ -193,8 +190,19 @@ func copyResponseHeader(dst, src http.Header, dropLength bool) {
 
 // isEventStream reports whether an upstream answer is SSE.
 func isEventStream(h http.Header) bool {
-	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
-	return mt == "text/event-stream"
+	return hasMediaType(h.Get("Content-Type"), "text/event-stream")
+}
+
+// hasMediaType reports whether a Content-Type value names the media type mt (lower case),
+// whatever its parameters. It is what mime.ParseMediaType would say for well-formed values,
+// without that function's allocations on every request.
+func hasMediaType(contentType, mt string) bool {
+	v := strings.TrimLeft(contentType, " \t")
+	if len(v) < len(mt) || !strings.EqualFold(v[:len(mt)], mt) {
+		return false
+	}
+	rest := strings.TrimLeft(v[len(mt):], " \t")
+	return rest == "" || rest[0] == ';'
 }
 
 // readLimited reads at most limit bytes of an upstream answer's body.
