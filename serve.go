@@ -156,6 +156,7 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 		h.logger.Error("audit database unavailable; this call is not recorded", zap.Error(err))
 	}
 	defer c.finish()
+	defer c.recoverPanic()
 
 	body, err := readBody(r, g.maxBody)
 	if err != nil {
@@ -209,6 +210,23 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 	c.res.Model = c.info.Model
 	c.route()
 	return nil
+}
+
+// recoverPanic turns a panic in the gateway's own code into a logged 500 (when nothing was
+// written yet) and an audit row, instead of a dropped connection and no record.
+func (c *call) recoverPanic() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	c.h.logger.Error("panic serving an API call", zap.Any("panic", v), zap.Stack("stack"))
+	if c.res.Status == 0 {
+		c.fail(&apiError{status: http.StatusInternalServerError, typ: "server_error", message: "internal error in the gateway"})
+	}
+	c.res.Err = "internal error in the gateway"
 }
 
 // passOn hands the request, with the body already read, to the next handler.
