@@ -344,7 +344,7 @@ func loadClient() *http.Client {
 	}
 }
 
-// loadCall sends one request, resending it once if it got a connection error before any byte
+// loadCall sends one request, resending it (up to 3 times) if it got a connection error before any byte
 // of answer (DESIGN-NOTES, "Known Caddy behaviour"). It returns the backend of a complete 200
 // answer, or an error for anything else.
 func loadCall(hc *http.Client, url, reqID string, stream bool, counts *loadCounts) (string, error) {
@@ -370,7 +370,11 @@ func loadCall(hc *http.Client, url, reqID string, stream bool, counts *loadCount
 		req.Header.Set("X-Request-Id", reqID)
 		resp, err := hc.Do(req)
 		if err != nil {
-			if attempt == 0 && (conn == nil || conn.read.Load() == before) {
+			if attempt < 3 && (conn == nil || conn.read.Load() == before) {
+				// Resend on a new connection, as an SDK's retry would: the other pooled ones
+				// may belong to the same stopping server, and with reloads this close together
+				// a new connection can also land on an old socket about to close.
+				hc.CloseIdleConnections()
 				counts.resends.Add(1)
 				continue
 			}

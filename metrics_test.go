@@ -91,6 +91,8 @@ func TestMetricsEndToEnd(t *testing.T) {
 		"\tmetrics /metrics\n"+gatewaySite("\t\thealth_check {\n\t\t\tfailure_threshold 1\n\t\t\tcooldown 10m\n\t\t}",
 			clientBlock("mt-good", good.URL(), "match exact mt-chat"),
 			clientBlock("mt-bad", bad.URL(), "match exact mt-fail", "fallback mt-chat")))
+	// Counters are process-wide and outlive configs: compare against what they held before.
+	base := gw.scrape()
 
 	if status, _, body := gw.chat("mt-chat"); status != http.StatusOK {
 		t.Fatalf("chat: %d %s", status, body)
@@ -129,13 +131,18 @@ func TestMetricsEndToEnd(t *testing.T) {
 		{"audit_dropped_total", nil, 0},
 	} {
 		t.Run(tc.name+labelString(tc.labels), func(t *testing.T) {
+			want := tc.want
+			if want >= 0 && cumulative[tc.name] {
+				before, _ := series(base, ns+tc.name, tc.labels)
+				want += before
+			}
 			eventually(t, tc.name, func() (bool, string) {
 				got, ok := series(gw.scrape(), ns+tc.name, tc.labels)
 				if !ok {
 					return false, fmt.Sprintf("no series %s%s", tc.name, labelString(tc.labels))
 				}
-				if tc.want >= 0 && got != tc.want {
-					return false, fmt.Sprintf("%s%s = %v, want %v", tc.name, labelString(tc.labels), got, tc.want)
+				if want >= 0 && got != want {
+					return false, fmt.Sprintf("%s%s = %v, want %v", tc.name, labelString(tc.labels), got, want)
 				}
 				return true, ""
 			})
@@ -152,6 +159,12 @@ func TestMetricsEndToEnd(t *testing.T) {
 			}
 		}
 	}
+}
+
+// cumulative names the families whose values only grow across tests in one process.
+var cumulative = map[string]bool{
+	"requests_total": true, "request_duration_seconds": true, "ttft_seconds": true,
+	"tokens_total": true, "failovers_total": true,
 }
 
 func labelString(labels map[string]string) string {
@@ -173,7 +186,7 @@ func TestMetricsSurviveReload(t *testing.T) {
 	site := "\tmetrics /metrics\n" + gatewaySite("", clientBlock("mr-up", up.URL(), "match exact mr-model"))
 	gw := startGateway(t, "", site)
 	labels := map[string]string{"model": "mr-model", "backend": "mr-up", "code": "200"}
-	want := 0.0
+	want, _ := series(gw.scrape(), "caddy_llm_gateway_requests_total", labels) // earlier runs in this process
 	for round := range 2 {
 		if status, _, body := gw.chat("mr-model"); status != http.StatusOK {
 			t.Fatalf("round %d: %d %s", round, status, body)
