@@ -51,11 +51,6 @@ func marshalError(typ, code, message string) []byte {
 	return out
 }
 
-// writeError answers e in OpenAI's shape.
-func writeError(w http.ResponseWriter, e *apiError) {
-	writeJSON(w, e.status, marshalError(e.typ, e.code, e.message))
-}
-
 // writeJSON writes a complete JSON answer.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()

@@ -109,11 +109,7 @@ func (c *call) route() {
 		return
 	}
 
-	var keyBuf [8]router.Key
-	var keys []router.Key
-	if g.wantKeys {
-		keys = routingKeys(c.info.Keys, keyBuf[:0])
-	}
+	keys := c.info.Keys // nil unless the strategy asked for them
 	inflight := func(i int) int64 { return g.clients[i].state.InFlight.Load() }
 
 	chain := g.table.NewFallbackChain(model, g.maxHops)

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
-	"github.com/llmgw/caddy-llm-gateway/router"
 )
 
 // endpoint is the kind of API call, which decides the transforms that apply.
@@ -276,12 +275,4 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 func replacer(r *http.Request) *caddy.Replacer {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	return repl
-}
-
-// keys converts the body's affinity keys to the router's.
-func routingKeys(in []reqbody.Key, dst []router.Key) []router.Key {
-	for _, k := range in {
-		dst = append(dst, router.Key{Text: k.Text, Weight: k.Weight})
-	}
-	return dst
 }

@@ -317,10 +317,7 @@ func (ed *editor) includeUsage(v span) error {
 	return nil
 }
 
-var (
-	thinkOpen  = []byte("<think>")
-	thinkClose = []byte("</think>")
-)
+var thinkOpen = []byte("<think>")
 
 // stripThink removes <think>…</think> blocks from the string content of assistant messages.
 func (ed *editor) stripThink(v span) error {

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	json "github.com/goccy/go-json"
+
+	"github.com/llmgw/caddy-llm-gateway/router"
 )
 
 // Errors of Sniff and MultipartModel. The handler answers all of them with 400.
@@ -38,13 +40,9 @@ type Info struct {
 	Keys []Key
 }
 
-// Key is one prompt-affinity routing key (SPEC §4 "deterministic").
-type Key struct {
-	// Text is the first 64 Unicode characters of the prompt text.
-	Text string
-	// Weight is the byte length of the whole prompt text: longer prompts carry more votes.
-	Weight int
-}
+// Key is one prompt-affinity routing key (SPEC §4 "deterministic"): the router's own type, so
+// the keys go to router.Order as they are.
+type Key = router.Key
 
 // head is what every request needs. Stream is an interface so that a non-boolean "stream" is not a
 // type error; a bool in an interface costs no allocation. StreamOptions is left raw because it is
