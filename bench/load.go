@@ -79,17 +79,22 @@ type outcome struct {
 	err       error
 }
 
-// request sends one chat completion and reads the whole answer. A stream
-// must bring at least minChunks data events and end with [DONE].
-func request(ctx context.Context, c *http.Client, url string, body []byte, stream bool, minChunks int) outcome {
+// post sends one chat completion request as every phase does.
+func post(ctx context.Context, c *http.Client, url string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return outcome{err: err}
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer sk-bench-0123456789")
+	return c.Do(req)
+}
+
+// request sends one chat completion and reads the whole answer. A stream
+// must bring at least minChunks data events and end with [DONE].
+func request(ctx context.Context, c *http.Client, url string, body []byte, stream bool, minChunks int) outcome {
 	start := time.Now()
-	resp, err := c.Do(req)
+	resp, err := post(ctx, c, url, body)
 	if err != nil {
 		return outcome{err: err}
 	}
@@ -289,14 +294,8 @@ func openStreams(c *http.Client, url string, body []byte, n, opening int, timeou
 // holdStream opens one stream, calls opened at its first data event, and
 // reads until ctx is cancelled. An ending before that is an error.
 func holdStream(ctx context.Context, c *http.Client, url string, body []byte, opened func()) outcome {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return outcome{err: err}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer sk-bench-0123456789")
 	start := time.Now()
-	resp, err := c.Do(req)
+	resp, err := post(ctx, c, url, body)
 	if err != nil {
 		return outcome{err: err}
 	}
