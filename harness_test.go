@@ -2,10 +2,12 @@ package llmgateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -89,12 +91,84 @@ func (g *gateway) loadCaddyfile(filename, cf string, force bool) {
 			g.t.Logf("adapt warning: %s", w.String())
 		}
 	}
+	if !testing.Verbose() {
+		cfgJSON = quietLogs(g.t, cfgJSON)
+	}
 	if err := caddy.Load(cfgJSON, force); err != nil {
 		g.t.Fatalf("loading %s: %v\n%s", filename, err, cfgJSON)
 	}
-	// The old server closed its idle keep-alive connections (DESIGN-NOTES: known Caddy
-	// behaviour); drop ours so the next request does not reuse a dead one.
+	// caddy.Load returns once the old server has been told to stop, not once it has stopped
+	// accepting: until its SO_REUSEPORT socket closes, the kernel still hands it some of the new
+	// connections, which it serves with the old config or resets (DESIGN-NOTES, Reload and
+	// lifecycle). Wait for that socket to go, then drop our idle keep-alive connections, which
+	// the old server closes, so the next request dials the new one.
+	waitListenersClosed(g.t, g.port, 1)
 	http.DefaultClient.CloseIdleConnections()
+}
+
+// quietLogs sends Caddy's default log to nowhere unless the config sets one itself, so a test
+// run prints only its own output (go test -v keeps Caddy's logs).
+func quietLogs(t testing.TB, cfgJSON []byte) []byte {
+	t.Helper()
+	var cfg map[string]any
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		t.Fatalf("decoding adapted config: %v", err)
+	}
+	logging, _ := cfg["logging"].(map[string]any)
+	if logging == nil {
+		logging = map[string]any{}
+		cfg["logging"] = logging
+	}
+	logs, _ := logging["logs"].(map[string]any)
+	if logs == nil {
+		logs = map[string]any{}
+		logging["logs"] = logs
+	}
+	if _, ok := logs["default"]; ok {
+		return cfgJSON
+	}
+	logs["default"] = map[string]any{"writer": map[string]any{"output": "discard"}}
+	out, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatalf("encoding config: %v", err)
+	}
+	return out
+}
+
+// waitListenersClosed waits until at most max sockets listen on the loopback TCP port, as
+// /proc/net/tcp shows them. Where /proc is not there (not Linux) it returns at once.
+func waitListenersClosed(t testing.TB, port, max int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		n, ok := listeners(port)
+		if !ok || n <= max {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sockets still listen on port %d 15 s after a config load", n, port)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// listeners counts the TCP sockets in LISTEN state on port, over IPv4 and IPv6.
+func listeners(port int) (n int, ok bool) {
+	want := fmt.Sprintf(":%04X", port)
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, err := os.ReadFile(table)
+		if err != nil {
+			return 0, false
+		}
+		for line := range strings.Lines(string(data)) {
+			f := strings.Fields(line)
+			// f[1] is local_address (hex ip:port), f[3] the state; 0A is LISTEN.
+			if len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], want) {
+				n++
+			}
+		}
+	}
+	return n, true
 }
 
 // client returns an official OpenAI client for the gateway, without retries so every failure
