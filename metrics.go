@@ -83,7 +83,8 @@ var (
 	auditQueueDepthDesc = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "", "audit_queue_depth"),
 		"Audit records waiting for the SQLite writer.", nil, nil)
 	auditDroppedDesc = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "", "audit_dropped_total"),
-		"Audit records dropped because the writer's queue was full (the goal is zero).", nil, nil)
+		"Audit records not written (the goal is zero), by reason: queue_full, or write_failed (a database error: disk full, file unusable).",
+		[]string{"reason"}, nil)
 
 	// inFlightByEndpoint holds the in_flight child of each endpoint, resolved once so that a
 	// request does not hash its labels.
@@ -278,7 +279,8 @@ func (sc *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if w != nil {
 		ch <- prometheus.MustNewConstMetric(auditQueueDepthDesc, prometheus.GaugeValue, float64(w.QueueDepth()))
-		ch <- prometheus.MustNewConstMetric(auditDroppedDesc, prometheus.CounterValue, float64(w.Dropped()))
+		ch <- prometheus.MustNewConstMetric(auditDroppedDesc, prometheus.CounterValue, float64(w.Dropped()), "queue_full")
+		ch <- prometheus.MustNewConstMetric(auditDroppedDesc, prometheus.CounterValue, float64(w.Failed()), "write_failed")
 	}
 }
 

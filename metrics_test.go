@@ -128,7 +128,8 @@ func TestMetricsEndToEnd(t *testing.T) {
 		{"breaker_state", map[string]string{"client": "mt-good"}, 0},
 		{"in_flight", map[string]string{"endpoint": "chat.completions"}, 0},
 		{"audit_queue_depth", nil, -1},
-		{"audit_dropped_total", nil, 0},
+		{"audit_dropped_total", map[string]string{"reason": "queue_full"}, 0},
+		{"audit_dropped_total", map[string]string{"reason": "write_failed"}, 0},
 	} {
 		t.Run(tc.name+labelString(tc.labels), func(t *testing.T) {
 			want := tc.want

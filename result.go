@@ -23,7 +23,8 @@ type Result struct {
 	Status       int           // status sent to the caller (499 when the caller went away)
 	Stream       bool          // the answer was an SSE stream
 	Partial      bool          // the stream broke before its end
-	Usage        sse.Usage     // token usage reported by the upstream
+	Usage        sse.Usage     // token usage reported by the upstream, clamped (sse.Usage.Clamp)
+	UsageClamped bool          // the upstream reported implausible usage, which was clamped
 	TTFT         time.Duration // time to the first content byte of a stream
 	FinishReason string        // the last finish_reason of a chat/completion stream
 	Err          string        // why the call failed, if it did
@@ -43,6 +44,7 @@ func (c *call) finish() {
 		return
 	}
 	c.res.Latency = time.Since(c.start)
+	c.clampUsage()
 	if extra, ok := c.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		// Caddy's access log entry of this request gains an "llm" object (SPEC §10).
 		extra.Add(zap.Object("llm", &c.res))
@@ -51,6 +53,24 @@ func (c *call) finish() {
 	if c.audit.Writer() != nil {
 		c.audit.Enqueue(c.record())
 	}
+}
+
+// clampUsage bounds the usage an upstream reported before anything uses it: a negative count or
+// one of 2^63-1 would otherwise reach the metrics, the access log and the audit log's sums as is.
+func (c *call) clampUsage() {
+	u, clamped := c.res.Usage.Clamp()
+	if !clamped {
+		return
+	}
+	c.h.logger.Warn("implausible token usage from upstream clamped",
+		zap.String("backend", c.res.Backend),
+		zap.String("model", c.res.Model),
+		zap.Int64("prompt_tokens", c.res.Usage.PromptTokens),
+		zap.Int64("completion_tokens", c.res.Usage.CompletionTokens),
+		zap.Int64("total_tokens", c.res.Usage.TotalTokens),
+		zap.Int64("max_tokens", sse.MaxTokens))
+	c.res.Usage = u
+	c.res.UsageClamped = true
 }
 
 // placeholderPrefix starts every placeholder the gateway provides (SPEC §10).
@@ -99,6 +119,9 @@ func (r *Result) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddInt64("prompt_tokens", r.Usage.PromptTokens)
 	enc.AddInt64("completion_tokens", r.Usage.CompletionTokens)
 	enc.AddInt64("total_tokens", r.Usage.TotalTokens)
+	if r.UsageClamped {
+		enc.AddBool("usage_clamped", true)
+	}
 	enc.AddBool("stream", r.Stream)
 	if r.Stream {
 		enc.AddInt64("ttft_ms", r.TTFT.Milliseconds())

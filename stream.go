@@ -1,7 +1,6 @@
 package llmgateway
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"sync"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/goccy/go-json"
 
+	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
 
@@ -32,7 +32,7 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 
 	out := &relay{c: c, upstream: resp.Body, rc: http.NewResponseController(c.w), unflushed: true}
 	if c.keepBodies() {
-		out.transcript = new(bytes.Buffer)
+		out.transcript = audit.NewBodyBuffer(c.h.audit.MaxBodySize)
 	}
 	defer func() {
 		out.release()
@@ -173,11 +173,11 @@ type relay struct {
 	c          *call
 	upstream   io.Reader
 	rc         *http.ResponseController
-	buf        []byte        // events not yet sent; nil when none
-	pooled     *[]byte       // the pool's handle of buf's backing array
-	transcript *bytes.Buffer // what the caller received, for the audit log; nil if not kept
-	werr       error         // the first write error: the caller is gone
-	unflushed  bool          // something was written but not flushed (the headers, at first)
+	buf        []byte            // events not yet sent; nil when none
+	pooled     *[]byte           // the pool's handle of buf's backing array
+	transcript *audit.BodyBuffer // what the caller received (capped), for the audit log; nil if not kept
+	werr       error             // the first write error: the caller is gone
+	unflushed  bool              // something was written but not flushed (the headers, at first)
 }
 
 // Read implements io.Reader for the SSE reader.

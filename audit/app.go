@@ -59,6 +59,15 @@ const (
 	// the log, and it only matters on a crash: reloads and shutdowns drain
 	// the queue.
 	DefaultFlushInterval = 100 * time.Millisecond
+	// DefaultMaxBodySize is the most bytes stored of one body by default:
+	// enough for any ordinary prompt or answer, small enough that rows stay
+	// quick to insert and the queue stays small.
+	DefaultMaxBodySize = 1 << 20
+	// MaxBodySizeLimit bounds max_body_size. SQLite runs in wasm with
+	// 256 MiB per connection, and a row is copied several times while it is
+	// inserted (the bound values, their TEXT casts, the record): two bodies
+	// of 16 MiB fit with room to spare, much larger ones may not.
+	MaxBodySizeLimit = 16 << 20
 	// closeTimeout bounds the final drain when the last reference goes.
 	closeTimeout = 30 * time.Second
 )
@@ -107,6 +116,14 @@ type App struct {
 	// TruncateBytes is the number of bytes kept per body with bodies
 	// "truncate"; required (> 0) then, not allowed otherwise.
 	TruncateBytes int `json:"truncate_bytes,omitempty"`
+
+	// MaxBodySize is the most bytes stored of each request and response
+	// body (bodies full or truncate). A longer body keeps its first
+	// MaxBodySize bytes, cut on a UTF-8 boundary, followed by the marker
+	// "…[truncated: <size> bytes total]"; a stream stops collecting its
+	// transcript there and only counts the rest. Default: 1 MiB; at most
+	// MaxBodySizeLimit (16 MiB).
+	MaxBodySize int `json:"max_body_size,omitempty"`
 
 	// RedactHeaders lists request headers (case-insensitive) whose values are
 	// masked in the Headers column: "sk-ab…yz" for long values, "***" for
@@ -157,7 +174,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.key = abs // boxed here, not on every Acquire
 	a.pol = policy{
-		bodies: bodyPolicy{mode: a.Bodies, limit: a.TruncateBytes},
+		bodies: bodyPolicy{mode: a.Bodies, limit: a.TruncateBytes, max: a.MaxBodySize},
 		redact: newRedactor(a.RedactHeaders),
 	}
 	a.wcfg = writerConfig{
@@ -205,6 +222,9 @@ func (a *App) setDefaults() error {
 	}
 	if a.Bodies == "" {
 		a.Bodies = BodiesFull
+	}
+	if a.MaxBodySize == 0 {
+		a.MaxBodySize = DefaultMaxBodySize
 	}
 	if a.RedactHeaders == nil {
 		a.RedactHeaders = DefaultRedactHeaders
@@ -262,6 +282,9 @@ func (a *App) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("bodies %q: want %s, %s or %s", a.Bodies, BodiesFull, BodiesNone, BodiesTruncate))
+	}
+	if a.MaxBodySize < 0 || a.MaxBodySize > MaxBodySizeLimit {
+		errs = append(errs, fmt.Errorf("max_body_size %d: want 1 to %d bytes", a.MaxBodySize, MaxBodySizeLimit))
 	}
 	if a.QueueSize < 0 {
 		errs = append(errs, fmt.Errorf("queue_size %d: must be positive", a.QueueSize))

@@ -82,7 +82,9 @@ func TestAppValidation(t *testing.T) {
 		wantErr string // empty: valid
 	}{
 		{"minimal", `{}`, ""},
-		{"all set", `{"rotate":"off","check_interval":"30s","bodies":"truncate","truncate_bytes":4096,"redact_headers":["X-Secret"],"queue_size":10,"batch_size":5,"flush_interval":"-1ns"}`, ""},
+		{"all set", `{"rotate":"off","check_interval":"30s","bodies":"truncate","truncate_bytes":4096,"redact_headers":["X-Secret"],"queue_size":10,"batch_size":5,"flush_interval":"-1ns","max_body_size":2048}`, ""},
+		{"max_body_size negative", `{"max_body_size":-1}`, "max_body_size"},
+		{"max_body_size above the limit", `{"max_body_size":16777217}`, "max_body_size"},
 		{"check_interval zero", `{"check_interval":0}`, "check_interval"},
 		{"check_interval negative", `{"check_interval":"-1s"}`, "check_interval"},
 		{"rotate unknown", `{"rotate":"weekly"}`, "rotate"},

@@ -3,6 +3,7 @@ package audit
 import (
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -50,10 +51,13 @@ type Record struct {
 	// redact_headers masked and multiple values joined by ", ".
 	Headers http.Header
 	// Request is the upstream request body as sent. The bodies setting
-	// decides whether it is stored whole, truncated or not at all.
+	// decides whether it is stored whole, truncated or not at all; beyond
+	// max_body_size it is cut at Enqueue and ends with the truncation
+	// marker (see AppendTruncated).
 	Request []byte
-	// Response is the body the client received (the aggregate for streams).
-	// The bodies setting applies as for Request.
+	// Response is the body the client received (the transcript for
+	// streams, collected with a BodyBuffer). The bodies setting and
+	// max_body_size apply as for Request.
 	Response []byte
 
 	// Backend is the name of the client that produced the answer (the last
@@ -90,9 +94,11 @@ const (
 type bodyPolicy struct {
 	mode  string // one of the Bodies* constants
 	limit int    // bytes kept for BodiesTruncate
+	max   int    // MaxBodySize: bytes kept of any body before the truncation marker; 0: no cap
 }
 
-// apply returns the part of b to store; nil means NULL.
+// apply returns the part of b to store; nil means NULL. Bodies reach it
+// already capped (see capBody).
 func (p bodyPolicy) apply(b []byte) []byte {
 	switch p.mode {
 	case BodiesNone:
@@ -101,15 +107,115 @@ func (p bodyPolicy) apply(b []byte) []byte {
 		if len(b) <= p.limit {
 			return b
 		}
-		// Cut on a rune boundary so the stored TEXT stays valid UTF-8.
-		n := p.limit
-		for n > 0 && n > p.limit-utf8.UTFMax && !utf8.RuneStart(b[n]) {
-			n--
-		}
-		return b[:n]
+		return cutUTF8(b, p.limit)
 	default:
 		return b
 	}
+}
+
+// capBody returns b, or when it is longer than limit (and limit > 0) a copy
+// of its first limit bytes followed by the truncation marker. It runs as a row is
+// queued, so the queue never holds a large body: one oversized row could not
+// be inserted at all within the memory SQLite has (wasm), and a full queue of
+// them would hold gigabytes. A body within maxMarkerLen of the cap is left
+// alone: that is what a body already capped where it was collected (a
+// BodyBuffer) looks like.
+func capBody(b []byte, limit int) []byte {
+	if limit <= 0 || len(b) <= limit+maxMarkerLen {
+		return b
+	}
+	head := cutUTF8(b, limit)
+	out := make([]byte, len(head), len(head)+maxMarkerLen)
+	copy(out, head)
+	return AppendTruncated(out, int64(len(b)))
+}
+
+// cutUTF8 returns the first n bytes of b, fewer if that would split a rune,
+// so the stored TEXT stays valid UTF-8.
+func cutUTF8(b []byte, n int) []byte {
+	if n >= len(b) {
+		return b
+	}
+	limit := n
+	for n > 0 && n > limit-utf8.UTFMax && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return b[:n]
+}
+
+// The marker that ends a body cut to MaxBodySize, with the body's full size:
+// "…[truncated: 134217728 bytes total]". It is plain text after the kept
+// bytes, so the row shows at once that the body is incomplete and how large
+// it was; a reader can find it as the suffix matching truncatedMarkerPrefix.
+const (
+	truncatedMarkerPrefix = "…[truncated: "
+	truncatedMarkerSuffix = " bytes total]"
+	// maxMarkerLen is the longest marker: an int64 has at most 19 digits.
+	maxMarkerLen = len(truncatedMarkerPrefix) + 19 + len(truncatedMarkerSuffix)
+)
+
+// AppendTruncated appends the truncation marker for a body of total bytes.
+func AppendTruncated(dst []byte, total int64) []byte {
+	dst = append(dst, truncatedMarkerPrefix...)
+	dst = strconv.AppendInt(dst, total, 10)
+	return append(dst, truncatedMarkerSuffix...)
+}
+
+// BodyBuffer collects a body for the audit log as it is produced, keeping
+// its first bytes up to a limit and only counting the rest: a stream's
+// transcript costs at most the limit however long the stream runs. The zero
+// value keeps nothing; use NewBodyBuffer.
+type BodyBuffer struct {
+	buf   []byte
+	limit int
+	total int64
+}
+
+// NewBodyBuffer returns a BodyBuffer keeping up to limit bytes (the app's
+// MaxBodySize).
+func NewBodyBuffer(limit int) *BodyBuffer {
+	return &BodyBuffer{limit: limit}
+}
+
+// Write keeps what fits of p and counts all of it. It never fails.
+func (b *BodyBuffer) Write(p []byte) (int, error) {
+	b.total += int64(len(p))
+	if room := b.limit - len(b.buf); room > 0 {
+		keep := p[:min(len(p), room)]
+		if need := len(b.buf) + len(keep); need > cap(b.buf) {
+			// Grow by doubling, but never past the limit (append's growth would).
+			nb := make([]byte, len(b.buf), min(max(need, 2*cap(b.buf), 512), b.limit))
+			copy(nb, b.buf)
+			b.buf = nb
+		}
+		b.buf = append(b.buf, keep...)
+	}
+	return len(p), nil
+}
+
+// Len returns the number of bytes written so far, kept or not.
+func (b *BodyBuffer) Len() int64 { return b.total }
+
+// Bytes returns the body: whole if it fit, else the kept bytes (cut on a
+// UTF-8 boundary) followed by the truncation marker. Call it once, at the end.
+func (b *BodyBuffer) Bytes() []byte {
+	if b.total <= int64(len(b.buf)) {
+		return b.buf
+	}
+	return AppendTruncated(trimPartialRune(b.buf), b.total)
+}
+
+// trimPartialRune drops a rune cut short at the end of b.
+func trimPartialRune(b []byte) []byte {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if utf8.FullRune(b[i:]) {
+				return b
+			}
+			return b[:i]
+		}
+	}
+	return b
 }
 
 // maskKeep* decide how much of a long secret stays readable: enough to tell

@@ -58,6 +58,9 @@ const busyTimeout = 5 * time.Second
 type store struct {
 	conn   *sqlite3.Conn
 	insert *sqlite3.Stmt
+	// file identifies the file opened (nil if it could not be read), so the
+	// writer notices when the path no longer leads to it.
+	file os.FileInfo
 }
 
 // openStore opens (creating if needed) the database at path, switches it to
@@ -76,6 +79,7 @@ func openStore(path string) (*store, error) {
 		conn.Close()
 		return nil, fmt.Errorf("initialising %s: %w", path, err)
 	}
+	s.file, _ = os.Stat(path)
 	return s, nil
 }
 

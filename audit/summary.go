@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,11 +47,44 @@ type Usage struct {
 }
 
 func (u *Usage) add(v Usage) {
-	u.Requests += v.Requests
-	u.PromptTokens += v.PromptTokens
-	u.CompletionTokens += v.CompletionTokens
-	u.TotalTokens += v.TotalTokens
-	u.Errors += v.Errors
+	u.Requests = addSat(u.Requests, v.Requests)
+	u.PromptTokens = addSat(u.PromptTokens, v.PromptTokens)
+	u.CompletionTokens = addSat(u.CompletionTokens, v.CompletionTokens)
+	u.TotalTokens = addSat(u.TotalTokens, v.TotalTokens)
+	u.Errors = addSat(u.Errors, v.Errors)
+}
+
+// addSat adds two non-negative counts, stopping at math.MaxInt64.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// MaxStoredTokens bounds each token count of a row as the report reads it:
+// a stored count below 0 counts as 0, one above it (or not a number) as
+// this bound. The gateway clamps usage to the same bound before storing it
+// (sse.MaxTokens); older rows, other writers and hand edits may not have.
+const MaxStoredTokens = 1 << 40
+
+// tokenSum is the SQL sum of a token column, robust to any stored value:
+// each value is read as REAL (text becomes its numeric prefix or 0, NULL 0)
+// and clamped to 0..MaxStoredTokens, and TOTAL sums in floating point, so
+// no value can overflow the sum, whatever a file holds.
+func tokenSum(col string) string {
+	return "TOTAL(MIN(MAX(CAST(COALESCE(" + col + ", 0) AS REAL), 0.0), " + strconv.Itoa(MaxStoredTokens) + ".0))"
+}
+
+// floatCount converts a TOTAL() result to a count, saturating.
+func floatCount(f float64) int64 {
+	switch {
+	case !(f > 0): // NaN too
+		return 0
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	}
+	return int64(f)
 }
 
 // Summary is the result of Summarize.
@@ -172,9 +207,9 @@ func summarizeFile(path, by string, opt SummaryOptions, groups map[string]*Usage
 		v := Usage{
 			Key:              stmt.ColumnText(0),
 			Requests:         stmt.ColumnInt64(1),
-			PromptTokens:     stmt.ColumnInt64(2),
-			CompletionTokens: stmt.ColumnInt64(3),
-			TotalTokens:      stmt.ColumnInt64(4),
+			PromptTokens:     floatCount(stmt.ColumnFloat(2)),
+			CompletionTokens: floatCount(stmt.ColumnFloat(3)),
+			TotalTokens:      floatCount(stmt.ColumnFloat(4)),
 			Errors:           stmt.ColumnInt64(5),
 		}
 		u := groups[v.Key]
@@ -220,7 +255,7 @@ func summaryQuery(by string, cols map[string]bool, opt SummaryOptions) string {
 		where = append(where, "Time < :until")
 	}
 	q := "SELECT COALESCE(" + key + ", '') AS k, COUNT(*), " +
-		"COALESCE(SUM(PromptTokens), 0), COALESCE(SUM(CompletionTokens), 0), COALESCE(SUM(TotalTokens), 0), " +
+		tokenSum("PromptTokens") + ", " + tokenSum("CompletionTokens") + ", " + tokenSum("TotalTokens") + ", " +
 		"COALESCE(" + errs + ", 0) FROM records"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

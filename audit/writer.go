@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,7 @@ type writerConfig struct {
 	now           func() time.Time
 	logger        *zap.Logger
 	rotated       func(archive string) // test hook, called after each rotation
+	reopened      func()               // test hook, called after checkFile reopened the path
 }
 
 // writerSettings are the tunables of writerConfig, comparable so that a
@@ -156,6 +158,12 @@ func (w *Writer) enqueue(r *Record, pol *policy) bool {
 	if r.Time.IsZero() {
 		r.Time = w.cfg.now()
 	}
+	if pol.bodies.mode == BodiesNone {
+		r.Request, r.Response = nil, nil
+	} else {
+		r.Request = capBody(r.Request, pol.bodies.max)
+		r.Response = capBody(r.Response, pol.bodies.max)
+	}
 	w.mu.RLock()
 	if !w.closed {
 		select {
@@ -240,12 +248,9 @@ func (w *Writer) close(ctx context.Context) error {
 // run is the writer goroutine: the only user of the connection.
 func (w *Writer) run() {
 	defer close(w.done)
-	var tick <-chan time.Time
-	if w.cfg.rotate {
-		t := time.NewTicker(w.cfg.checkInterval)
-		defer t.Stop()
-		tick = t.C
-	}
+	// The ticker runs with rotation off too: it also notices a deleted file.
+	tick := time.NewTicker(w.cfg.checkInterval)
+	defer tick.Stop()
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for {
@@ -261,8 +266,8 @@ func (w *Writer) run() {
 		case reply := <-w.syncReq:
 			w.drain()
 			close(reply)
-		case <-tick:
-			w.checkRotation()
+		case <-tick.C:
+			w.check()
 		case <-w.stop:
 			w.drain()
 			w.closeErr = w.closeStore()
@@ -331,6 +336,17 @@ func (w *Writer) drain() {
 // write commits batch, starting a new file first wherever a row belongs to
 // a later month than the current file holds.
 func (w *Writer) write(batch []item) {
+	defer func() {
+		// insert accounts for its rows, panic or not; a panic elsewhere (a
+		// rotation) loses the rows not yet inserted, counted here.
+		if v := recover(); v != nil {
+			w.failed.Add(uint64(len(batch)))
+			w.cfg.logger.Error("audit rows not written: panic in the writer",
+				zap.String("path", w.cfg.path), zap.Int("rows", len(batch)), zap.Any("panic", v), zap.Stack("stack"))
+			w.discardStore()
+			clear(w.batch)
+		}
+	}()
 	canRotate := w.cfg.rotate && !w.cfg.now().Before(w.rotateAfter)
 	for len(batch) > 0 {
 		n := len(batch)
@@ -356,18 +372,39 @@ func (w *Writer) write(batch []item) {
 	clear(w.batch) // let the records and their bodies be collected
 }
 
-// insert writes rows in one BEGIN IMMEDIATE … COMMIT transaction. A row
-// that fails on its own is logged and skipped; a failed commit loses the batch.
+// insert writes rows in one BEGIN IMMEDIATE … COMMIT transaction and
+// accounts for every row: Written, or Failed and logged. A row that fails on
+// its own is skipped and the others are committed; a failure that ends the
+// transaction (disk full, a failed commit) loses the batch. Nothing here may
+// stop the writer goroutine: a panic of the database driver loses the batch
+// and the connection, which the next batch opens anew.
 func (w *Writer) insert(rows []item) {
+	defer func() {
+		if v := recover(); v != nil {
+			w.failed.Add(uint64(len(rows)))
+			w.cfg.logger.Error("audit batch not written: panic in the database driver",
+				zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Any("panic", v), zap.Stack("stack"))
+			w.discardStore()
+		}
+	}()
 	if !w.ensureOpen() {
 		w.failed.Add(uint64(len(rows)))
+		w.cfg.logger.Error("audit batch not written: database unavailable", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)))
 		return
 	}
+	written, failed := w.insertBatch(rows)
+	w.written.Add(written)
+	w.failed.Add(failed)
+}
+
+// insertBatch does insert's work and returns how many rows were committed
+// and how many were lost; it logs each loss.
+func (w *Writer) insertBatch(rows []item) (written, failed uint64) {
+	n := uint64(len(rows))
 	conn := w.st.conn
 	if err := conn.Exec(`BEGIN IMMEDIATE`); err != nil {
-		w.failed.Add(uint64(len(rows)))
 		w.cfg.logger.Error("audit batch not written", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
-		return
+		return 0, n
 	}
 	var ok, bad uint64
 	for _, it := range rows {
@@ -375,9 +412,10 @@ func (w *Writer) insert(rows []item) {
 			bad++
 			w.cfg.logger.Error("audit row not written", zap.String("path", w.cfg.path), zap.String("request_id", it.rec.RequestID), zap.Error(err))
 			if conn.GetAutocommit() {
-				// SQLite rolled the whole transaction back (e.g. disk full).
-				w.failed.Add(uint64(len(rows)) - ok)
-				return
+				// SQLite rolled the whole transaction back (e.g. disk full):
+				// the rows inserted before this one are gone too.
+				w.cfg.logger.Error("audit batch rolled back", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
+				return 0, n
 			}
 			continue
 		}
@@ -387,16 +425,35 @@ func (w *Writer) insert(rows []item) {
 		if !conn.GetAutocommit() {
 			err = errors.Join(err, conn.Exec(`ROLLBACK`))
 		}
-		w.failed.Add(uint64(len(rows)))
 		w.cfg.logger.Error("audit batch not committed", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
-		return
+		return 0, n
 	}
-	w.written.Add(ok)
-	w.failed.Add(bad)
+	return ok, bad
 }
 
 // insertRow binds one record to the prepared INSERT and runs it.
 func (w *Writer) insertRow(it item) error {
+	s := w.st.insert
+	if err := w.bindRow(it); err != nil {
+		_ = s.ClearBindings()
+		return fmt.Errorf("binding: %w", err)
+	}
+	err := s.Exec()
+	// Free SQLite's copies of the bodies now rather than at the next row.
+	_ = s.ClearBindings()
+	return err
+}
+
+// bindRow binds the columns of one record. Binding copies each value into
+// SQLite's memory, and the driver panics when that memory is exhausted (Go
+// side, before any SQLite code runs, so the connection is intact): the panic
+// is turned into an error, and the row fails alone.
+func (w *Writer) bindRow(it item) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
 	r, pol, s := it.rec, it.pol, w.st.insert
 	w.buf = r.Time.Local().AppendFormat(w.buf[:0], TimeLayout)
 	errs := [...]error{
@@ -422,10 +479,7 @@ func (w *Writer) insertRow(it item) error {
 		s.BindText(20, r.Tried),
 		s.BindText(21, r.Error),
 	}
-	if err := errors.Join(errs[:]...); err != nil {
-		return fmt.Errorf("binding: %w", err)
-	}
-	return s.Exec()
+	return errors.Join(errs[:]...)
 }
 
 func (w *Writer) bindHeaders(param int, r *Record, pol *policy) error {
@@ -455,6 +509,71 @@ func (w *Writer) ensureOpen() bool {
 	}
 	w.st = st
 	return true
+}
+
+// check runs the periodic checks. A panic in them (the driver, closing or
+// opening a file) is logged and the connection dropped: the next insert
+// opens it again, and the writer goroutine lives on.
+func (w *Writer) check() {
+	defer func() {
+		if v := recover(); v != nil {
+			w.cfg.logger.Error("audit database check failed: panic in the writer",
+				zap.String("path", w.cfg.path), zap.Any("panic", v), zap.Stack("stack"))
+			w.discardStore()
+		}
+	}()
+	w.checkFile()
+	w.checkRotation()
+}
+
+// checkFile opens a new database when the path no longer leads to the open
+// file: deleted (an operator's rm) or replaced. SQLite would go on writing
+// to the unlinked file, and every later row would be lost unseen.
+func (w *Writer) checkFile() {
+	if w.st == nil {
+		return // the next insert opens the path anew
+	}
+	fi, err := os.Stat(w.cfg.path)
+	if err == nil && w.st.file != nil && os.SameFile(fi, w.st.file) {
+		return
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// Unreadable for now (permissions, a stale mount): no verdict.
+		w.cfg.logger.Warn("audit database path unreadable", zap.String("path", w.cfg.path), zap.Error(err))
+		return
+	}
+	w.cfg.logger.Warn("audit database file deleted or replaced under the writer; starting a new one",
+		zap.String("path", w.cfg.path), zap.Bool("deleted", err != nil))
+	if err := w.closeStore(); err != nil && !errors.Is(err, errShared) {
+		w.cfg.logger.Warn("closing the lost audit database", zap.String("path", w.cfg.path), zap.Error(err))
+	}
+	w.month = 0
+	if w.ensureOpen() {
+		if m, err := w.st.newestMonth(); err == nil {
+			w.month = m
+		}
+	}
+	if w.cfg.reopened != nil {
+		w.cfg.reopened()
+	}
+}
+
+// discardStore drops a connection whose state a panic made doubtful,
+// without the tidy close (which might fail the same way); the next insert
+// opens a new one.
+func (w *Writer) discardStore() {
+	st := w.st
+	w.st = nil
+	if st == nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			w.cfg.logger.Error("closing audit database after a driver panic", zap.String("path", w.cfg.path), zap.Any("panic", v))
+		}
+	}()
+	_ = st.insert.Close()
+	_ = st.conn.Close()
 }
 
 // checkRotation rotates when the clock has moved past the month the current

@@ -21,6 +21,7 @@ import (
 //		rotate         monthly|off
 //		check_interval <duration>              # > 0
 //		bodies         full|none|truncate <size>
+//		max_body_size  <size>                  # per stored body, default 1MiB, at most 16MiB
 //		redact_headers <names...>              # repeatable, appends; replaces the default list
 //		queue_size     <n>
 //		batch_size     <n>
@@ -89,6 +90,20 @@ func UnmarshalAudit(d *caddyfile.Dispenser, app *audit.App) error {
 				return d.ArgErr()
 			}
 			app.Bodies = mode
+
+		case "max_body_size":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil {
+				return d.Errf("invalid max_body_size %q: %v", v, err)
+			}
+			if size == 0 || size > audit.MaxBodySizeLimit {
+				return d.Errf("max_body_size %q out of range (want 1 byte to 16MiB)", v)
+			}
+			app.MaxBodySize = int(size)
 
 		case "redact_headers":
 			names := d.RemainingArgs()

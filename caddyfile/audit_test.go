@@ -18,6 +18,7 @@ func TestUnmarshalAudit(t *testing.T) {
 		rotate         off
 		check_interval 30s
 		bodies         truncate 4KiB
+		max_body_size  2MiB
 		redact_headers Authorization X-Api-Key
 		redact_headers Cookie
 		queue_size     100
@@ -33,6 +34,9 @@ func TestUnmarshalAudit(t *testing.T) {
 	}
 	if app.Path != "logs/record.db" || app.Rotate != audit.RotateOff || app.Bodies != audit.BodiesTruncate || app.TruncateBytes != 4096 {
 		t.Errorf("path/rotate/bodies/truncate = %q/%q/%q/%d", app.Path, app.Rotate, app.Bodies, app.TruncateBytes)
+	}
+	if app.MaxBodySize != 2<<20 {
+		t.Errorf("max_body_size = %d", app.MaxBodySize)
 	}
 	if app.CheckInterval == nil || time.Duration(*app.CheckInterval) != 30*time.Second {
 		t.Errorf("check_interval = %v", app.CheckInterval)
@@ -91,6 +95,11 @@ func TestUnmarshalAuditErrors(t *testing.T) {
 		{"truncate zero", block("bodies truncate 0"), "out of range"},
 		{"truncate huge", block("bodies truncate 3GiB"), "out of range"},
 		{"truncate extra", block("bodies truncate 10 20"), "wrong argument count"},
+		{"max_body_size missing", block("max_body_size"), "wrong argument count"},
+		{"max_body_size bad", block("max_body_size big"), `invalid max_body_size "big"`},
+		{"max_body_size zero", block("max_body_size 0"), "out of range"},
+		{"max_body_size huge", block("max_body_size 17MiB"), "out of range"},
+		{"max_body_size extra", block("max_body_size 1MiB 2MiB"), "wrong argument count"},
 		{"redact_headers empty", block("redact_headers"), "wrong argument count"},
 		{"queue_size zero", block("queue_size 0"), "invalid queue_size 0: must be >= 1"},
 		{"batch_size word", block("batch_size big"), `invalid batch_size "big"`},

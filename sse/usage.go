@@ -1,10 +1,42 @@
 package sse
 
+import (
+	"errors"
+	"math"
+	"strconv"
+)
+
 // Usage is the token accounting of one completion.
 type Usage struct {
 	PromptTokens     int64
 	CompletionTokens int64
 	TotalTokens      int64
+}
+
+// MaxTokens is the largest token count taken from an upstream as it is,
+// about 1.1e12: no real call comes near it, and sums of millions of calls
+// at this bound still fit an int64. See Usage.Clamp.
+const MaxTokens = 1 << 40
+
+// Clamp returns u with every count in 0..MaxTokens and reports whether
+// anything changed, so an upstream that lies (negative counts, 2^63-1,
+// 1e30) cannot corrupt metrics, logs or the audit log's sums. A total out
+// of range is replaced by the sum of the clamped parts: it is usually an
+// overflowed sum of them.
+func (u Usage) Clamp() (Usage, bool) {
+	c := Usage{
+		PromptTokens:     clampCount(u.PromptTokens),
+		CompletionTokens: clampCount(u.CompletionTokens),
+		TotalTokens:      u.TotalTokens,
+	}
+	if c.TotalTokens < 0 || c.TotalTokens > MaxTokens {
+		c.TotalTokens = min(c.PromptTokens+c.CompletionTokens, MaxTokens)
+	}
+	return c, c != u
+}
+
+func clampCount(n int64) int64 {
+	return min(max(n, 0), MaxTokens)
 }
 
 // ParseUsage extracts the usage of a response body or of one stream chunk.
@@ -66,7 +98,7 @@ func usageObject(b []byte, m member) (Usage, bool) {
 		if !more {
 			break
 		}
-		n, ok := parseInt(f.value(b))
+		n, ok := parseCount(f.value(b))
 		if !ok {
 			continue
 		}
@@ -94,7 +126,56 @@ func usageObject(b []byte, m member) (Usage, bool) {
 		u.CompletionTokens = completion
 	}
 	if !hasTotal {
-		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		u.TotalTokens = addSat(u.PromptTokens, u.CompletionTokens)
 	}
 	return u, true
+}
+
+// parseCount reads a JSON number as a token count. Numbers beyond int64
+// (99999999999999999999, 1e30) saturate rather than being dropped, so that
+// Clamp sees them as too large; fractions are truncated.
+func parseCount(v []byte) (int64, bool) {
+	if n, ok := parseInt(v); ok {
+		return n, true
+	}
+	if !isNumber(v) {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(v), 64) // rare: only lying upstreams get here
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, false
+	}
+	switch {
+	case f >= math.MaxInt64:
+		return math.MaxInt64, true
+	case f <= math.MinInt64:
+		return math.MinInt64, true
+	}
+	return int64(f), true
+}
+
+// isNumber reports whether v holds only JSON number characters, so that
+// ParseFloat sees no "Inf", hex float or underscore.
+func isNumber(v []byte) bool {
+	if len(v) == 0 {
+		return false
+	}
+	for _, c := range v {
+		if !('0' <= c && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E') {
+			return false
+		}
+	}
+	return true
+}
+
+// addSat adds two token counts, saturating instead of wrapping.
+func addSat(a, b int64) int64 {
+	s := a + b
+	if (s > a) != (b > 0) {
+		if b > 0 {
+			return math.MaxInt64
+		}
+		return math.MinInt64
+	}
+	return s
 }

@@ -36,3 +36,55 @@ func TestParseUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestParseUsageAbsurd checks that counts beyond int64 saturate rather than vanish, and that a
+// missing total does not wrap around, so Clamp sees every lie for what it is.
+func TestParseUsageAbsurd(t *testing.T) {
+	const maxInt = 1<<63 - 1
+	tests := []struct {
+		name string
+		body string
+		want Usage
+	}{
+		{"max int64", `{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":9223372036854775807}}`, Usage{maxInt, maxInt, maxInt}},
+		{"exponent", `{"usage":{"prompt_tokens":1e30,"completion_tokens":2E3}}`, Usage{maxInt, 2000, maxInt}},
+		{"beyond int64", `{"usage":{"prompt_tokens":99999999999999999999,"completion_tokens":1}}`, Usage{maxInt, 1, maxInt}},
+		{"beyond float64", `{"usage":{"prompt_tokens":1e999,"completion_tokens":-1e999}}`, Usage{maxInt, -maxInt - 1, -1}},
+		{"negative", `{"usage":{"prompt_tokens":-5,"completion_tokens":-7,"total_tokens":-12}}`, Usage{-5, -7, -12}},
+		{"not a number", `{"usage":{"prompt_tokens":"lots","completion_tokens":Infinity,"total_tokens":0x10}}`, Usage{0, 0, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _ := ParseUsage([]byte(tt.body))
+			if got != tt.want {
+				t.Errorf("ParseUsage = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUsageClamp(t *testing.T) {
+	const maxInt = 1<<63 - 1
+	tests := []struct {
+		name    string
+		in      Usage
+		want    Usage
+		clamped bool
+	}{
+		{"sane", Usage{10, 5, 15}, Usage{10, 5, 15}, false},
+		{"at the bound", Usage{MaxTokens, 0, MaxTokens}, Usage{MaxTokens, 0, MaxTokens}, false},
+		{"negative", Usage{-5, -7, -12}, Usage{0, 0, 0}, true},
+		{"huge", Usage{maxInt, maxInt, maxInt}, Usage{MaxTokens, MaxTokens, MaxTokens}, true},
+		{"wrapped total", Usage{maxInt, 3, -maxInt + 1}, Usage{MaxTokens, 3, MaxTokens}, true},
+		{"negative total only", Usage{10, 5, -1}, Usage{10, 5, 15}, true},
+		{"huge total only", Usage{10, 5, MaxTokens + 1}, Usage{10, 5, 15}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, clamped := tt.in.Clamp()
+			if got != tt.want || clamped != tt.clamped {
+				t.Errorf("Clamp(%+v) = %+v, %v; want %+v, %v", tt.in, got, clamped, tt.want, tt.clamped)
+			}
+		})
+	}
+}
