@@ -110,8 +110,7 @@ func sameValue(a, b []byte) bool {
 // when there is no "model" member, ErrModelNotString when "model" is not a string and
 // ErrDuplicateModel when the object has several "model" members (keys compared without regard to
 // case) with different values. With ErrNoModel, ErrModelNotString and ErrDuplicateModel the rest of
-// the Info is still filled in. The strings of Info do not refer to
-// body, which the caller may reuse.
+// the Info is still filled in. The strings of Info do not refer to body, which the caller may reuse.
 func Sniff(body []byte, wantKeys bool) (Info, error) {
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
 		return Info{}, ErrNotJSON
