@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,18 +27,34 @@ import (
 // Label cardinality is bounded by the configuration, never by callers: backend and client are
 // configured client names, endpoint and code are small fixed sets, and model is the routed
 // model only when a configured client matches it, capped at maxModelLabels distinct values;
-// every other model (unknown, missing, or past the cap) is reported as "other".
+// every other model (unknown, missing, or past the cap) is reported as "other". Label values
+// are also bounded in size: a value that is not valid UTF-8 (which Prometheus refuses with a
+// panic) or longer than maxLabelLen bytes is reported as "other" too, so that no caller can grow
+// /metrics with long names.
 const metricsNamespace = "caddy_llm_gateway"
 
 // Label values used when the real value is absent or would be unbounded.
 const (
-	labelOther = "other" // a model no client matches, or one past maxModelLabels
+	labelOther = "other" // a model no client matches, one past maxModelLabels, or a value no label can be
 	labelNone  = "none"  // no client was attempted
 )
 
 // maxModelLabels caps the distinct values of the model label. Keyword and regex matches accept
 // arbitrary names, so without a cap a caller could create a series per request.
 const maxModelLabels = 200
+
+// maxLabelLen caps the length of a label value in bytes (SPEC §10). Model names of real models
+// fit easily; the cap keeps 200 distinct values from making /metrics megabytes long.
+const maxLabelLen = 128
+
+// labelValue returns v when it can be a label value: valid UTF-8 and at most maxLabelLen bytes;
+// else "other".
+func labelValue(v string) string {
+	if len(v) > maxLabelLen || !utf8.ValidString(v) {
+		return labelOther
+	}
+	return v
+}
 
 var (
 	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -143,6 +160,7 @@ func (c *call) observe() {
 			backend = res.Tried[n-1]
 		}
 	}
+	backend = labelValue(backend) // a configured name, but Prometheus panics on invalid UTF-8
 	ep := c.ep.recordType()
 	requestsTotal.WithLabelValues(model, backend, ep, statusLabel(res.Status)).Inc()
 	requestDuration.WithLabelValues(model, backend, ep).Observe(res.Latency.Seconds())
@@ -168,7 +186,7 @@ func (c *call) countFailover() {
 // modelLabel returns the model label of a call for model: model itself when a configured client
 // matches it (and the label cap allows), "other" otherwise.
 func (c *call) modelLabel(model string) string {
-	if model == "" {
+	if model == "" || labelValue(model) == labelOther {
 		return labelOther
 	}
 	if len(c.res.Tried) == 0 {
@@ -269,12 +287,14 @@ func (sc *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		for _, uc := range g.clients {
-			if _, dup := seen[uc.Name]; dup {
+			// Names that are no valid label share "other"; the first of them is reported.
+			name := labelValue(uc.Name)
+			if _, dup := seen[name]; dup {
 				continue
 			}
-			seen[uc.Name] = struct{}{}
+			seen[name] = struct{}{}
 			ch <- prometheus.MustNewConstMetric(breakerStateDesc, prometheus.GaugeValue,
-				breakerValue(uc.state.Breaker.State(g.policy, now)), uc.Name)
+				breakerValue(uc.state.Breaker.State(g.policy, now)), name)
 		}
 	}
 	if w != nil {

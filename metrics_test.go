@@ -313,3 +313,53 @@ func findAccessLog(t *testing.T, path, uri string) (accessLogEntry, bool) {
 	}
 	return accessLogEntry{}, false
 }
+
+// TestMetricsLabelValuesBounded checks that no label value exceeds 128 bytes (SPEC §10): long
+// model names, which keyword rules route, are counted as "other", and so is a configured client
+// name past the bound, so callers cannot grow /metrics with long names.
+func TestMetricsLabelValuesBounded(t *testing.T) {
+	up := fake(t, "mb-up")
+	longClient := "mb-" + strings.Repeat("c", 140)
+	gw := startGateway(t, "", "\tmetrics /metrics\n"+gatewaySite("",
+		clientBlock("mb-up", up.URL(), "match keyword mb-model"),
+		clientBlock(longClient, up.URL(), "match exact mb-exact")))
+	const ns = "caddy_llm_gateway_"
+	other := map[string]string{"model": "other", "backend": "mb-up", "endpoint": "chat.completions", "code": "200"}
+	toLong := map[string]string{"model": "mb-exact", "backend": "other", "endpoint": "chat.completions", "code": "200"}
+	base := gw.scrape()
+	otherBefore, _ := series(base, ns+"requests_total", other)
+	longBefore, _ := series(base, ns+"requests_total", toLong)
+
+	// Distinct names of 129 to 256 bytes: routed (the request limit is 256 bytes), never labels.
+	for _, n := range []int{129, 200, 256} {
+		model := "mb-model-" + strings.Repeat(fmt.Sprint(n%10), n-len("mb-model-"))
+		if status, _, body := gw.chat(model); status != http.StatusOK {
+			t.Fatalf("%d-byte model: %d %s", n, status, body)
+		}
+	}
+	if status, _, body := gw.chat("mb-exact"); status != http.StatusOK {
+		t.Fatalf("long client: %d %s", status, body)
+	}
+	eventually(t, "calls counted under other", func() (bool, string) {
+		fams := gw.scrape()
+		got, _ := series(fams, ns+"requests_total", other)
+		gotLong, _ := series(fams, ns+"requests_total", toLong)
+		return got == otherBefore+3 && gotLong == longBefore+1,
+			fmt.Sprintf("requests_total%s = %v, want %v; %s = %v, want %v", labelString(other), got, otherBefore+3, labelString(toLong), gotLong, longBefore+1)
+	})
+	if _, ok := series(gw.scrape(), ns+"breaker_state", map[string]string{"client": "other"}); !ok {
+		t.Errorf("no breaker_state series for the long-named client under \"other\"")
+	}
+	for name, fam := range gw.scrape() {
+		if !strings.HasPrefix(name, ns) {
+			continue
+		}
+		for _, m := range fam.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if len(l.GetValue()) > 128 {
+					t.Errorf("%s has a %d-byte %s label", name, len(l.GetValue()), l.GetName())
+				}
+			}
+		}
+	}
+}

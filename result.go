@@ -49,9 +49,12 @@ func (c *call) finish() {
 		// Caddy's access log entry of this request gains an "llm" object (SPEC §10).
 		extra.Add(zap.Object("llm", &c.res))
 	}
-	c.observe()
+	// The answer is complete by now. A panic in the bookkeeping below must not cut it (net/http
+	// would drop the connection before flushing) nor cost the audit row, so each step recovers
+	// on its own: a failed metric update still leaves the row, and the other way round.
+	c.guard("updating metrics", c.observe)
 	if c.audit.Writer() != nil {
-		c.audit.Enqueue(c.record())
+		c.guard("recording the audit row", c.enqueueRecord)
 	}
 }
 
@@ -71,6 +74,20 @@ func (c *call) clampUsage() {
 		zap.Int64("max_tokens", sse.MaxTokens))
 	c.res.Usage = u
 	c.res.UsageClamped = true
+}
+
+// enqueueRecord hands the call's audit row to the writer.
+func (c *call) enqueueRecord() { c.audit.Enqueue(c.record()) }
+
+// guard runs fn, turning a panic in it into a logged error. It is for the bookkeeping done once
+// the answer has been written, where a panic can only do harm.
+func (c *call) guard(what string, fn func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.h.logger.Error("panic "+what+" after an API call", zap.Any("panic", v), zap.Stack("stack"))
+		}
+	}()
+	fn()
 }
 
 // placeholderPrefix starts every placeholder the gateway provides (SPEC §10).

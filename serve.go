@@ -157,6 +157,13 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 	defer c.finish()
 	defer c.recoverPanic()
 
+	if hasDotSegment(r.URL.Path) {
+		// Refused, never normalised: the caller's path is appended to base_url, and a dot segment
+		// would reach paths of the upstream host outside it with the operator's key (SPEC §3).
+		c.fail(errInvalidRequest("request path must not contain '.' or '..' segments"))
+		return nil
+	}
+
 	body, err := readBody(r, g.maxBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -179,12 +186,15 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 		c.multipart = true
 		model, err := reqbody.MultipartModel(ct, body)
 		if err != nil {
-			if ep == epGeneric {
+			if ep == epGeneric && !errors.Is(err, reqbody.ErrDuplicateModel) {
 				return c.passOn(next, body) // an upload without a model (say, /v1/files) is not ours
 			}
-			if errors.Is(err, reqbody.ErrNoModel) {
+			switch {
+			case errors.Is(err, reqbody.ErrNoModel):
 				c.fail(errInvalidRequest("multipart form has no 'model' field"))
-			} else {
+			case errors.Is(err, reqbody.ErrDuplicateModel):
+				c.fail(errInvalidRequest(msgDuplicateModel))
+			default:
 				c.fail(errInvalidRequest("malformed multipart form: " + err.Error()))
 			}
 			return nil
@@ -197,7 +207,7 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 		}
 		info, err := reqbody.Sniff(body, g.wantKeys && (ep == epChat || ep == epCompletions))
 		if err != nil {
-			if ep == epGeneric && !errors.Is(err, reqbody.ErrModelNotString) {
+			if ep == epGeneric && !errors.Is(err, reqbody.ErrModelNotString) && !errors.Is(err, reqbody.ErrDuplicateModel) {
 				return c.passOn(next, body) // an unknown /v1/ path without a model is not ours
 			}
 			c.fail(sniffError(err))
@@ -205,6 +215,12 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 		}
 		c.info = info
 		c.stream = info.Stream && ep.streams()
+	}
+	if err := reqbody.CheckModel(c.info.Model); err != nil {
+		// Before any upstream call: such a name is no model, and it would reach metric labels,
+		// logs and the audit log (SPEC §9). The message does not echo the name.
+		c.fail(errInvalidRequest(err.Error()))
+		return nil
 	}
 	c.res.Model = c.info.Model
 	c.route()
@@ -243,8 +259,87 @@ func sniffError(err error) *apiError {
 		return errInvalidRequest("you must provide a model parameter")
 	case errors.Is(err, reqbody.ErrModelNotString):
 		return errInvalidRequest("'model' must be a string")
+	case errors.Is(err, reqbody.ErrDuplicateModel):
+		return errInvalidRequest(msgDuplicateModel)
 	}
 	return errInvalidRequest("request body is not a valid JSON object: " + err.Error())
+}
+
+// msgDuplicateModel answers a body that names several different models: the gateway would route
+// and audit one while the upstream might run another.
+const msgDuplicateModel = "'model' is given more than once with different values"
+
+// maxPathDecodes is how many times hasDotSegment percent-decodes a path beyond the decoding the
+// HTTP server did: a proxy or framework between the gateway and the model server may decode once
+// more, so "%252e%252e" is a dot segment to them.
+const maxPathDecodes = 2
+
+// hasDotSegment reports whether the decoded request path p has a "." or ".." segment, also once
+// decoded again (up to maxPathDecodes times). p is r.URL.Path: the server already decoded "%2e"
+// and "%2f", and a raw dot segment stays as it is, so one check covers both spellings. Segments
+// end at "/" and also at a backslash, which some servers take for a separator; a segment's ";" parameters
+// are ignored, as servers such as Tomcat read "..;x" as "..".
+func hasDotSegment(p string) bool {
+	for round := 0; ; round++ {
+		if dotSegment(p) {
+			return true
+		}
+		if round == maxPathDecodes || strings.IndexByte(p, '%') < 0 {
+			return false
+		}
+		p = unescapeLenient(p)
+	}
+}
+
+// dotSegment reports whether p, as it is, has a "." or ".." segment.
+func dotSegment(p string) bool {
+	if strings.IndexByte(p, '.') < 0 {
+		return false // the usual case: no dot at all
+	}
+	for p != "" {
+		seg := p
+		if i := strings.IndexAny(p, `/\`); i >= 0 {
+			seg, p = p[:i], p[i+1:]
+		} else {
+			p = ""
+		}
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeLenient decodes every valid %XX escape of s and keeps anything else as it is, as lenient
+// decoders do; url.PathUnescape would give up on the whole string at the first bad escape.
+func unescapeLenient(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }
 
 // readBody reads the whole request body, failing with *http.MaxBytesError past limit.

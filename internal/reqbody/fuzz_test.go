@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 var fuzzSeeds = []string{
@@ -22,6 +23,8 @@ var fuzzSeeds = []string{
 	`{"model":"\ud800"}`,
 	"{\"model\":\"m\x01\"}",
 	"{\"model\":\"\xff\"}",
+	`{"model":"a","Model":"b","model":"a"}`,
+	`{"model":"a","mod\u0065l":"\u0061"}`,
 }
 
 // isObject reports whether b is one valid JSON object, per encoding/json.
@@ -42,6 +45,9 @@ func FuzzSniff(f *testing.F) {
 		}
 		if err != nil {
 			return
+		}
+		if CheckModel(info.Model) == nil && (len(info.Model) > MaxModelLen || !utf8.ValidString(info.Model)) {
+			t.Fatalf("CheckModel accepts model %q", info.Model)
 		}
 		// goccy matches keys without regard to case, as encoding/json does into a struct.
 		var ref struct {

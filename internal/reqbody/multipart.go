@@ -22,27 +22,40 @@ type formField struct {
 	value span   // the part's body
 }
 
-// MultipartModel returns the value of the first "model" form field (not a file) of a multipart/form-data
-// body, wherever it is among the parts. It fails with ErrNoModel when there is none.
+// MultipartModel returns the value of the "model" form field (not a file) of a multipart/form-data
+// body, wherever it is among the parts. It fails with ErrNoModel when there is none, and with
+// ErrDuplicateModel when there are several with different values: form parsers disagree on which
+// one counts (mime/multipart's FormValue takes the first, many others the last).
 func MultipartModel(contentType string, body []byte) (string, error) {
 	var (
-		model string
-		found bool
+		model    []byte
+		found    bool
+		conflict bool
 	)
 	err := formFields(contentType, body, func(f formField) bool {
-		if f.name == "model" && !f.file {
-			model, found = string(body[f.value.start:f.value.end]), true
+		if f.name != "model" || f.file {
+			return true
+		}
+		v := body[f.value.start:f.value.end]
+		if !found {
+			model, found = v, true
+			return true
+		}
+		if !bytes.Equal(v, model) {
+			conflict = true
 			return false
 		}
 		return true
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return "", err
-	}
-	if !found {
+	case !found:
 		return "", ErrNoModel
+	case conflict:
+		return "", ErrDuplicateModel
 	}
-	return model, nil
+	return string(model), nil
 }
 
 // ReplaceMultipartModel returns body with the value of every "model" form field replaced by model;

@@ -38,7 +38,10 @@ func form(t *testing.T, fields ...[2]string) (contentType string, body []byte) {
 
 func TestMultipartModel(t *testing.T) {
 	ctFile, file := form(t, [2]string{"@file", "RIFF\r\n--not-the-boundary\r\nmodel"}, [2]string{"language", "en"}, [2]string{"model", "whisper-1"})
-	ctFirst, first := form(t, [2]string{"model", "a"}, [2]string{"@file", "x"}, [2]string{"model", "b"})
+	ctTwo, two := form(t, [2]string{"model", "a"}, [2]string{"@file", "x"}, [2]string{"model", "b"})
+	ctSame, same := form(t, [2]string{"model", "a"}, [2]string{"@file", "x"}, [2]string{"model", "a"})
+	ctFileModel, fileModel := form(t, [2]string{"model", "a"}, [2]string{"@model", "b"})
+	ctCase, caseVariant := form(t, [2]string{"model", "a"}, [2]string{"Model", "b"})
 	ctNone, none := form(t, [2]string{"@model", "file named model"}, [2]string{"prompt", "p"})
 	ctEmpty, empty := form(t)
 	tests := []struct {
@@ -48,7 +51,13 @@ func TestMultipartModel(t *testing.T) {
 		err               error
 	}{
 		{name: "model after the file", contentType: ctFile, body: file, want: "whisper-1"},
-		{name: "first model wins", contentType: ctFirst, body: first, want: "a"},
+		{name: "two different models", contentType: ctTwo, body: two, err: ErrDuplicateModel},
+		{name: "the same model twice", contentType: ctSame, body: same, want: "a"},
+		{name: "a file named model is no second model", contentType: ctFileModel, body: fileModel, want: "a"},
+		{name: "field names are case-sensitive", contentType: ctCase, body: caseVariant, want: "a"},
+		{name: "empty second model differs", contentType: "multipart/form-data; boundary=XY",
+			body: []byte("--XY\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n" +
+				"--XY\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\r\n--XY--"), err: ErrDuplicateModel},
 		{name: "a file is not a model", contentType: ctNone, body: none, err: ErrNoModel},
 		{name: "no parts", contentType: ctEmpty, body: empty, err: ErrNoModel},
 		{name: "LF line endings and preamble", contentType: `multipart/form-data; boundary="b b"`,

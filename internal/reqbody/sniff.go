@@ -20,6 +20,10 @@ var (
 	ErrNoModel = errors.New("request has no model")
 	// ErrModelNotString reports a model that is present but not a JSON string (null included).
 	ErrModelNotString = errors.New("request model is not a string")
+	// ErrDuplicateModel reports a model given more than once with different values. Decoders disagree
+	// on which one counts (the first, the last, or the one whose key case matches), so the gateway
+	// could route and audit one model while the upstream runs another.
+	ErrDuplicateModel = errors.New("request gives more than one model")
 )
 
 // keyRunes is how many Unicode characters of a prompt form a routing key (SPEC §4).
@@ -48,7 +52,7 @@ type Key = router.Key
 // type error; a bool in an interface costs no allocation. StreamOptions is left raw because it is
 // optional and its shape is the client's business.
 type head struct {
-	Model         json.RawMessage `json:"model"`
+	Model         modelMember     `json:"model"`
 	Stream        any             `json:"stream"`
 	StreamOptions json.RawMessage `json:"stream_options"`
 }
@@ -61,14 +65,52 @@ type headKeys struct {
 	Prompt   json.RawMessage `json:"prompt"`
 }
 
+// modelMember collects the top-level "model" members of a body. goccy, like encoding/json, calls
+// UnmarshalJSON once for every member whose key matches "model" without regard to case, so
+// duplicates (and case variants such as "Model", which some upstream decoders fold into "model")
+// are seen without another pass over the body.
+type modelMember struct {
+	raw      []byte // the first value
+	conflict bool   // a later value differs from the first
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (m *modelMember) UnmarshalJSON(b []byte) error {
+	if m.raw == nil {
+		// goccy hands an Unmarshaler of a type of ours a fresh copy of exactly the value's bytes
+		// (as it may keep them), so keeping b costs no second copy. TestSniffOwnsStrings checks it.
+		m.raw = b
+		return nil
+	}
+	if !m.conflict && !sameValue(m.raw, b) {
+		m.conflict = true
+	}
+	return nil
+}
+
+// sameValue reports whether the JSON values a and b are the same: equal bytes, or strings that are
+// equal once unescaped.
+func sameValue(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	if a[0] != '"' || b[0] != '"' {
+		return false
+	}
+	sa, errA := unquote(a)
+	sb, errB := unquote(b)
+	return errA == nil && errB == nil && sa == sb
+}
+
 // Sniff decodes from a JSON request body only the members the gateway routes on: model, stream,
 // stream_options.include_usage and, when wantKeys is set, the routing keys of the messages (chat) or
 // the prompt (completions). Other members are validated but not decoded.
 //
 // It fails with ErrNotJSON (wrapped with the reason) for anything but one JSON object, ErrNoModel
-// when there is no "model" member and ErrModelNotString when "model" is not a string. With ErrNoModel
-// and ErrModelNotString the rest of the Info is still filled in. The strings of Info do not refer to
-// body, which the caller may reuse.
+// when there is no "model" member, ErrModelNotString when "model" is not a string and
+// ErrDuplicateModel when the object has several "model" members (keys compared without regard to
+// case) with different values. With ErrNoModel, ErrModelNotString and ErrDuplicateModel the rest of
+// the Info is still filled in. The strings of Info do not refer to body, which the caller may reuse.
 func Sniff(body []byte, wantKeys bool) (Info, error) {
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
 		return Info{}, ErrNotJSON
@@ -98,17 +140,20 @@ func Sniff(body []byte, wantKeys bool) (Info, error) {
 	info.Stream, _ = h.Stream.(bool)
 	info.IncludeUsage = includeUsage(h.StreamOptions)
 
-	raw := h.Model
+	raw := h.Model.raw
 	if raw == nil {
 		return info, ErrNoModel
 	}
 	info.ModelPresent = true
+	if h.Model.conflict {
+		return info, ErrDuplicateModel
+	}
 	if raw[0] != '"' {
 		return info, ErrModelNotString
 	}
 	if bytes.IndexByte(raw, '\\') < 0 {
-		// raw is private: RawMessage.UnmarshalJSON appends the bytes to the nil slice of our zero value,
-		// so they are a fresh copy that nothing writes again, and the string may share them.
+		// raw is private: the decoder copied it for modelMember.UnmarshalJSON, nothing writes it
+		// again, and the string may share it.
 		info.Model = unsafe.String(unsafe.SliceData(raw[1:]), len(raw)-2)
 	} else {
 		m, err := unquote(raw)

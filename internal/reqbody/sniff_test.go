@@ -52,6 +52,19 @@ func TestSniff(t *testing.T) {
 		{name: "model number", body: `{"model":4}`, want: Info{ModelPresent: true}, err: ErrModelNotString},
 		{name: "model null", body: `{"model":null}`, want: Info{ModelPresent: true}, err: ErrModelNotString},
 		{name: "model object", body: `{"model":{"a":"b"}}`, want: Info{ModelPresent: true}, err: ErrModelNotString},
+		{name: "same model twice", body: `{"model":"m","stream":true,"model":"m"}`, want: Info{Model: "m", ModelPresent: true, Stream: true}},
+		{name: "same model, other escapes", body: `{"model":"m","model":"\u006d"}`, want: Info{Model: "m", ModelPresent: true}},
+		{name: "two models", body: `{"model":"cheap","model":"expensive"}`, want: Info{ModelPresent: true}, err: ErrDuplicateModel},
+		{name: "two models, stream kept", body: `{"model":"a","stream":true,"model":"b"}`, want: Info{ModelPresent: true, Stream: true}, err: ErrDuplicateModel},
+		{name: "two models with keys", wantKeys: true, body: `{"model":"a","messages":[{"role":"user","content":"hi"}],"MODEL":"b"}`,
+			want: Info{ModelPresent: true, Keys: []Key{{Text: "hi", Weight: 2}}}, err: ErrDuplicateModel},
+		{name: "same model with keys", wantKeys: true, body: `{"model":"a","prompt":"p","model":"a"}`,
+			want: Info{Model: "a", ModelPresent: true, Keys: []Key{{Text: "p", Weight: 1}}}},
+		{name: "case variant", body: `{"model":"cheap","Model":"expensive"}`, want: Info{ModelPresent: true}, err: ErrDuplicateModel},
+		{name: "escaped key", body: `{"model":"cheap","mod\u0065l":"expensive"}`, want: Info{ModelPresent: true}, err: ErrDuplicateModel},
+		{name: "string and null", body: `{"model":"m","model":null}`, want: Info{ModelPresent: true}, err: ErrDuplicateModel},
+		{name: "null first", body: `{"model":null,"model":"m"}`, want: Info{ModelPresent: true}, err: ErrDuplicateModel},
+		{name: "nested model is not a duplicate", body: `{"model":"a","metadata":{"model":"b"}}`, want: Info{Model: "a", ModelPresent: true}},
 		{name: "array", body: `[{"model":"m"}]`, err: ErrNotJSON},
 		{name: "string", body: `"model"`, err: ErrNotJSON},
 		{name: "empty", body: ``, err: ErrNotJSON},
@@ -86,5 +99,36 @@ func TestSniffOwnsStrings(t *testing.T) {
 	}
 	if info.Model != "gpt" || info.Keys[0].Text != "hello" {
 		t.Errorf("Info changed with the body: %+v", info)
+	}
+}
+
+func TestCheckModel(t *testing.T) {
+	tests := []struct {
+		name, model string
+		ok          bool
+	}{
+		{"plain", "gpt-4o", true},
+		{"empty", "", true}, // routed, and answered 404 like any unknown model
+		{"path-like", "meta-llama/Llama-3.1-8B-Instruct:latest", true},
+		{"non-ASCII", "模型-é", true},
+		{"replacement character", "gpt-\uFFFD", true},
+		{"at the limit", strings.Repeat("m", MaxModelLen), true},
+		{"over the limit", strings.Repeat("m", MaxModelLen+1), false},
+		{"invalid UTF-8", "gpt-4o\xff\xfe", false},
+		{"truncated rune", "gpt-\xe6\xa8", false},
+		{"surrogate bytes", "gpt-\xed\xa0\x80", false},
+		{"NUL", "gpt\x00", false},
+		{"newline", "gpt\n4", false},
+		{"tab", "gpt\t4", false},
+		{"DEL", "gpt\x7f", false},
+		{"C1 control", "gpt\u0085", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckModel(tt.model)
+			if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrInvalidModel)) {
+				t.Errorf("CheckModel(%q) = %v, want ok %v", tt.model, err, tt.ok)
+			}
+		})
 	}
 }
