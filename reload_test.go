@@ -38,11 +38,18 @@ const (
 	longContent     = "a long answer that keeps streaming across a config swap"
 )
 
-func soakDuration() time.Duration {
-	if testing.Short() {
-		return 6 * time.Second
+// soakDuration is how long a soak runs: 6 s, or LLMGW_SOAK_DURATION (a Go duration) for a
+// longer run by hand. The swaps, not the duration, are what the soak tests: 20
+// of them happen whatever the duration.
+func soakDuration(t *testing.T) time.Duration {
+	if v := os.Getenv("LLMGW_SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second {
+			t.Fatalf("LLMGW_SOAK_DURATION=%q: want a duration of 1s or more", v)
+		}
+		return d
 	}
-	return 30 * time.Second
+	return 6 * time.Second
 }
 
 // resender sends a request a second time when the first attempt got no byte of response, as
@@ -62,33 +69,41 @@ type resender struct {
 }
 
 func (rs *resender) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, gotByte, err := rs.try(req)
-	if err == nil || gotByte || req.GetBody == nil || req.Context().Err() != nil {
-		return resp, err
+	resp, gotByte, err := rs.try(rs.base, req)
+	// A resend can meet the same fate: a new connection the kernel queued on the old server's
+	// socket just before it closed is reset with the queue. The SDKs retry twice; so does this.
+	for range maxResends {
+		if err == nil || gotByte || req.GetBody == nil || req.Context().Err() != nil {
+			break
+		}
+		body, berr := req.GetBody()
+		if berr != nil {
+			break
+		}
+		rs.resends.Add(1)
+		rs.mu.Lock()
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			msg = msg[i+2:] // drop the addresses
+		}
+		rs.causes[msg]++
+		rs.mu.Unlock()
+		again := req.Clone(req.Context())
+		again.Body = body
+		resp, gotByte, err = rs.try(rs.fresh, again)
 	}
-	body, berr := req.GetBody()
-	if berr != nil {
-		return nil, err
-	}
-	rs.resends.Add(1)
-	rs.mu.Lock()
-	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i >= 0 {
-		msg = msg[i+2:] // drop the addresses
-	}
-	rs.causes[msg]++
-	rs.mu.Unlock()
-	again := req.Clone(req.Context())
-	again.Body = body
-	resp, err = rs.fresh.RoundTrip(again)
 	return resp, err
 }
 
+// maxResends is how often a request that got no byte back is sent again, as the OpenAI SDKs'
+// default max_retries.
+const maxResends = 2
+
 // try runs one attempt and tells whether any byte of the response arrived.
-func (rs *resender) try(req *http.Request) (*http.Response, bool, error) {
+func (rs *resender) try(rt http.RoundTripper, req *http.Request) (*http.Response, bool, error) {
 	var got atomic.Bool
 	trace := &httptrace.ClientTrace{GotFirstResponseByte: func() { got.Store(true) }}
-	resp, err := rs.base.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	resp, err := rt.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 	return resp, got.Load(), err
 }
 
@@ -378,7 +393,7 @@ func TestReloadSoak(t *testing.T) {
 	var begun, loaded, longSwaps []time.Time
 	var longs []*longStream
 	start := time.Now()
-	every := soakDuration() / soakSwaps
+	every := soakDuration(t) / soakSwaps
 	stop := s.run()
 	for k := range soakSwaps {
 		time.Sleep(time.Until(start.Add(time.Duration(k+1) * every))) // pacing: waiting for time itself
@@ -440,7 +455,7 @@ func TestYAMLRewriteSoak(t *testing.T) {
 	var longSwaps []time.Time
 	var slowest time.Duration
 	start := time.Now()
-	every := soakDuration() / soakSwaps
+	every := soakDuration(t) / soakSwaps
 	stop := s.run()
 	for k := range soakSwaps {
 		time.Sleep(time.Until(start.Add(time.Duration(k+1) * every))) // pacing: waiting for time itself
