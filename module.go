@@ -252,6 +252,8 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("invalid base_url %q", base)
 	}
+	// A slash before a query ("/v1/?api-version=…") is trimmed too: paths are appended to it.
+	u.Path, u.RawPath = strings.TrimRight(u.Path, "/"), ""
 	uc := &upstreamClient{
 		Client:    c,
 		base:      base,

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,16 +63,7 @@ var hopHeaders = []string{
 // RoundTrip returned.
 func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) (*http.Request, *upstreamBody) {
 	r := c.r
-	u := *uc.baseURL
-	u.Path += c.upPath
-	u.RawPath = ""
-	// The base's own query (Azure's api-version, say) comes first, then the caller's.
-	switch {
-	case u.RawQuery == "":
-		u.RawQuery = r.URL.RawQuery
-	case r.URL.RawQuery != "":
-		u.RawQuery += "&" + r.URL.RawQuery
-	}
+	u := uc.url(c.upPath, r.URL.RawQuery)
 
 	header := make(http.Header, len(r.Header)+len(uc.headers)+2)
 	for name, values := range r.Header {
@@ -119,6 +111,22 @@ func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body 
 		req.ContentLength = int64(len(body))
 	}
 	return req, ub
+}
+
+// url is the upstream URL of path (which starts with "/") under uc's base_url. Every upstream
+// call is built here, so a base_url query (Azure's api-version, say) is kept whatever the
+// endpoint: it comes first, then the caller's query, if any.
+func (uc *upstreamClient) url(path, query string) url.URL {
+	u := *uc.baseURL
+	u.Path += path
+	u.RawPath = ""
+	switch {
+	case u.RawQuery == "":
+		u.RawQuery = query
+	case query != "":
+		u.RawQuery += "&" + query
+	}
+	return u
 }
 
 // upstreamBody is the body of one upstream request. The transport keeps the request referenced

@@ -30,7 +30,7 @@ type Config struct {
 	// Default: passthrough.
 	ThinkingFormat ThinkingFormat `json:"thinking_format,omitempty"`
 
-	// ModelsCacheTTL is how long an aggregated /v1/models answer is cached per credential.
+	// ModelsCacheTTL is how long a client's /v1/models list is cached per credential sent upstream.
 	// Zero disables the cache. Default: 10m.
 	ModelsCacheTTL *caddy.Duration `json:"models_cache_ttl,omitempty"`
 
