@@ -150,6 +150,7 @@ type generation struct {
 	strategy router.Strategy
 
 	maxBody         int64
+	headerTimeout   time.Duration // non-stream: response headers, and any pause in the body
 	maxHops         int
 	firstByteTimout time.Duration
 	thinking        router.ThinkingFormat
@@ -218,6 +219,9 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 	g.wantKeys = g.strategy == router.StrategyDeterministic
 	if g.maxBody == 0 {
 		g.maxBody = router.DefaultMaxRequestBody
+	}
+	if g.headerTimeout = time.Duration(cfg.ResponseHeaderTimeout); g.headerTimeout == 0 {
+		g.headerTimeout = router.DefaultResponseHeaderTimeout
 	}
 	if cfg.MaxFallbackHops != nil {
 		g.maxHops = *cfg.MaxFallbackHops

@@ -228,7 +228,8 @@ func readLimited(resp *http.Response, limit int64) ([]byte, error) {
 // copyResponse relays a complete (non-streaming) answer, applying the response transforms of
 // SPEC §6 to successful chat and completion answers. It reports false when the body could not
 // be read, so the next client is tried: nothing was written to the caller yet.
-func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool) bool {
+// ctx is the attempt's context.
+func (c *call) copyResponse(ctx context.Context, uc *upstreamClient, resp *http.Response, probe bool) bool {
 	g := c.g
 	body, err := readLimited(resp, maxResponseBody+1)
 	if err == nil && int64(len(body)) > maxResponseBody {
@@ -246,7 +247,14 @@ func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool)
 			return true
 		}
 		uc.state.Breaker.Failure(g.policy, time.Now())
-		c.last = failure{kind: failConnect, err: err}
+		kind := failConnect
+		if timedOut(ctx, err) {
+			kind = failTimeout
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
+		}
+		c.last = failure{kind: kind, err: err}
 		c.res.Backend = ""
 		return false
 	}

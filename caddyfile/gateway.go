@@ -36,6 +36,7 @@ import (
 //		thinking_format           passthrough|think_tag|reasoning|reasoning_content
 //		models_cache_ttl          <duration>      # 0 disables the /v1/models cache
 //		max_request_body          <size>          # 32MiB, 10MB, 1048576, ...
+//		response_header_timeout   <duration>      # non-stream calls; default 10m
 //		max_fallback_hops         <n>             # 0 disables model fallback
 //		stream_first_byte_timeout <duration>
 //		health_check {
@@ -133,6 +134,13 @@ func UnmarshalGateway(d *caddyfile.Dispenser, cfg *router.Config) error {
 				return d.Errf("max_request_body %q out of range (want more than 0 bytes)", v)
 			}
 			cfg.MaxRequestBody = int64(size)
+
+		case "response_header_timeout":
+			dur, err := durationArg(d, false)
+			if err != nil {
+				return err
+			}
+			cfg.ResponseHeaderTimeout = dur
 
 		case "max_fallback_hops":
 			n, err := intArg(d, 0)

@@ -42,6 +42,14 @@ type Config struct {
 	// model fallback. Default: 3.
 	MaxFallbackHops *int `json:"max_fallback_hops,omitempty"`
 
+	// ResponseHeaderTimeout is how long a non-streaming attempt waits for the upstream's response
+	// headers, and the longest pause allowed in a non-streaming answer's body, before the attempt
+	// counts as failed (a timeout) and the next client is tried. A non-streaming answer's headers
+	// come only once the whole answer is generated, which takes minutes for long answers and
+	// reasoning models: the default matches the OpenAI SDKs' own request timeout, so the gateway
+	// never gives up on a call its caller still waits for. Default: 10m.
+	ResponseHeaderTimeout caddy.Duration `json:"response_header_timeout,omitempty"`
+
 	// StreamFirstByteTimeout is how long a streaming request waits for the upstream's response
 	// headers before the attempt counts as failed and the next client is tried. Default: 60s.
 	StreamFirstByteTimeout caddy.Duration `json:"stream_first_byte_timeout,omitempty"`
@@ -57,6 +65,7 @@ type Config struct {
 // Defaults of the handler configuration.
 const (
 	DefaultMaxRequestBody         = 32 << 20
+	DefaultResponseHeaderTimeout  = 10 * time.Minute
 	DefaultMaxFallbackHops        = 3
 	DefaultModelsCacheTTL         = 10 * time.Minute
 	DefaultStreamFirstByteTimeout = 60 * time.Second
@@ -313,6 +322,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ModelsCacheTTL != nil && *c.ModelsCacheTTL < 0 {
 		return fmt.Errorf("models_cache_ttl must not be negative")
+	}
+	if c.ResponseHeaderTimeout < 0 {
+		return fmt.Errorf("response_header_timeout must not be negative")
 	}
 	if c.StreamFirstByteTimeout < 0 {
 		return fmt.Errorf("stream_first_byte_timeout must not be negative")
