@@ -1,12 +1,16 @@
 package llmgateway_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -187,4 +191,137 @@ func TestNonStreamBodyStallTimesOut(t *testing.T) {
 	}
 	status, _, body = gw.chat("alone-model")
 	wantOpenAIError(t, "chat with a single stalling client", status, body, http.StatusGatewayTimeout, "upstream_timeout")
+}
+
+// bigAnswer is a non-stream chat answer of size bytes whose usage object comes last, as
+// OpenAI's does.
+func bigAnswer(size int) []byte {
+	const head = `{"id":"big","object":"chat.completion","model":"big-model","choices":[{"index":0,"message":{"role":"assistant","content":"`
+	const tail = `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`
+	b := make([]byte, 0, size)
+	b = append(b, head...)
+	for len(b) < size-len(tail) {
+		b = append(b, "abcdefghijklmnopqrstuvwxyz"[len(b)%26])
+	}
+	return append(b, tail...)
+}
+
+// gatedUpstream answers every call with answer: it sends the first split bytes, then waits until
+// the test closes gate (or the call or test ends) before it sends the rest. With withLength it
+// declares the answer's Content-Length, else the answer is chunked.
+func gatedUpstream(t *testing.T, answer []byte, split int, withLength bool, gate <-chan struct{}) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if withLength {
+			w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+		}
+		if _, err := w.Write(answer[:split]); err != nil {
+			return
+		}
+		_ = http.NewResponseController(w).Flush()
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		case <-done:
+			return
+		}
+		_, _ = w.Write(answer[split:])
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		close(done)
+		srv.Close()
+	})
+	return "http://" + ln.Addr().String() + "/v1"
+}
+
+// TestLargeAnswerRelayedPastBufferBound checks that a non-stream answer larger than
+// max_buffered_response is relayed as it arrives instead of being held whole: the upstream sends
+// one byte more than the bound and then waits until the caller has received part of the answer,
+// which only a gateway that stopped buffering at the bound lets happen. The caller gets the
+// answer byte for byte (untransformed: no special_prefix), the access log still has its usage,
+// read from the answer's end, and says the answer was passed through. An answer within the bound
+// is still transformed.
+func TestLargeAnswerRelayedPastBufferBound(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		option     string
+		bound      int
+		withLength bool
+	}{
+		{"default bound", "", 4 << 20, false},
+		{"configured bound", "\t\tmax_buffered_response 64KiB", 64 << 10, false},
+		{"configured bound, Content-Length over it", "\t\tmax_buffered_response 64KiB", 64 << 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			answer := bigAnswer(tc.bound + 256<<10)
+			split := tc.bound + 1
+			if tc.withLength {
+				// The declared length alone must start the relay: a quarter of the bound (more
+				// than the server's write buffer) must reach the caller.
+				split = tc.bound / 4
+			}
+			gate := make(chan struct{})
+			big := gatedUpstream(t, answer, split, tc.withLength, gate)
+			small := fake(t, "small")
+			logPath := filepath.Join(t.TempDir(), "access.log")
+			gw := startGateway(t, "", fmt.Sprintf("\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}\n", logPath)+
+				gatewaySite(tc.option,
+					clientBlock("big", big, "match exact big-model", "special_prefix PFX:"),
+					clientBlock("small", small.URL(), "match exact small-model", "special_prefix PFX:")))
+
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, gw.URL+"/v1/chat/completions",
+				strings.NewReader(`{"model":"big-model","messages":[{"role":"user","content":"hi"}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("the gateway sent no headers while the upstream had sent %d bytes of a %d-byte answer: %v", split, len(answer), err)
+			}
+			defer resp.Body.Close()
+			first := make([]byte, 1)
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				t.Fatalf("reading the first byte: %v", err)
+			}
+			close(gate)
+			rest, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			got := append(first, rest...)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(got, answer) {
+				t.Fatalf("answer: status %d, %d bytes; want 200 and the upstream's %d bytes unchanged", resp.StatusCode, len(got), len(answer))
+			}
+
+			var e accessLogEntry
+			eventually(t, "access log line", func() (bool, string) {
+				var ok bool
+				e, ok = findAccessLog(t, logPath, "/v1/chat/completions")
+				return ok, "no access log line for the call"
+			})
+			if e.LLM == nil || e.LLM.TotalTokens != 12 || e.LLM.PromptTokens != 5 {
+				t.Errorf("access log llm = %+v; want the answer's usage (5 prompt, 12 total)", e.LLM)
+			}
+			if data, _ := os.ReadFile(logPath); !bytes.Contains(data, []byte("max_buffered_response")) {
+				t.Errorf("access log does not say the answer was relayed past max_buffered_response:\n%s", data)
+			}
+
+			status, _, body := gw.chat("small-model")
+			if status != http.StatusOK || !strings.Contains(body, `"content":"PFX:hello from small"`) {
+				t.Errorf("small answer: %d %s; want it transformed (special_prefix)", status, body)
+			}
+		})
+	}
 }

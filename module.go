@@ -151,6 +151,7 @@ type generation struct {
 
 	maxBody         int64
 	headerTimeout   time.Duration // non-stream: response headers, and any pause in the body
+	maxBuffered     int64         // largest non-stream answer held in memory
 	maxHops         int
 	firstByteTimout time.Duration
 	thinking        router.ThinkingFormat
@@ -222,6 +223,9 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 	}
 	if g.headerTimeout = time.Duration(cfg.ResponseHeaderTimeout); g.headerTimeout == 0 {
 		g.headerTimeout = router.DefaultResponseHeaderTimeout
+	}
+	if g.maxBuffered = cfg.MaxBufferedResponse; g.maxBuffered == 0 {
+		g.maxBuffered = router.DefaultMaxBufferedResponse
 	}
 	if cfg.MaxFallbackHops != nil {
 		g.maxHops = *cfg.MaxFallbackHops

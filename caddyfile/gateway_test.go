@@ -139,6 +139,7 @@ func TestUnmarshalGatewayValues(t *testing.T) {
 		}},
 		{"plain byte count", gw(`max_request_body 1024`), func(c *router.Config) bool { return c.MaxRequestBody == 1024 }},
 		{"SI size", gw(`max_request_body 10MB`), func(c *router.Config) bool { return c.MaxRequestBody == 10_000_000 }},
+		{"buffered response size", gw(`max_buffered_response 64KiB`), func(c *router.Config) bool { return c.MaxBufferedResponse == 64<<10 }},
 		{"response header timeout", gw(`response_header_timeout 15m`), func(c *router.Config) bool {
 			return time.Duration(c.ResponseHeaderTimeout) == 15*time.Minute
 		}},
@@ -228,6 +229,10 @@ func TestUnmarshalGatewayErrors(t *testing.T) {
 		{"bad body size", gw(`max_request_body lots`), `invalid max_request_body "lots"`},
 		{"zero body size", gw(`max_request_body 0`), "out of range"},
 		{"huge body size", gw(`max_request_body 9EiB`), "out of range"},
+		{"bad buffered response size", gw(`max_buffered_response lots`), `invalid max_buffered_response "lots"`},
+		{"zero buffered response size", gw(`max_buffered_response 0`), "out of range"},
+		{"huge buffered response size", gw(`max_buffered_response 9EiB`), "out of range"},
+		{"buffered response size twice", gw(`max_buffered_response 1MiB 2MiB`), "wrong argument count"},
 		{"bad response header timeout", gw(`response_header_timeout soon`), `invalid response_header_timeout "soon"`},
 		{"zero response header timeout", gw(`response_header_timeout 0`), "must be positive"},
 		{"response header timeout without value", gw(`response_header_timeout`), "wrong argument count"},

@@ -38,6 +38,13 @@ type Config struct {
 	// Default: 32 MiB.
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
+	// MaxBufferedResponse is the largest non-streaming answer the gateway holds in memory, in
+	// bytes. An answer is buffered whole so that the response transforms (special_prefix,
+	// thinking_format) can apply to it; a larger one is relayed as it arrives, as the upstream
+	// sent it: untransformed, its usage read from its last bytes, and no body stored in the audit
+	// log. So one call never holds more than this, whatever the upstream sends. Default: 4 MiB.
+	MaxBufferedResponse int64 `json:"max_buffered_response,omitempty"`
+
 	// MaxFallbackHops bounds how many model fallbacks one request may follow. Zero disables
 	// model fallback. Default: 3.
 	MaxFallbackHops *int `json:"max_fallback_hops,omitempty"`
@@ -66,6 +73,7 @@ type Config struct {
 const (
 	DefaultMaxRequestBody         = 32 << 20
 	DefaultResponseHeaderTimeout  = 10 * time.Minute
+	DefaultMaxBufferedResponse    = 4 << 20
 	DefaultMaxFallbackHops        = 3
 	DefaultModelsCacheTTL         = 10 * time.Minute
 	DefaultStreamFirstByteTimeout = 60 * time.Second
@@ -322,6 +330,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ModelsCacheTTL != nil && *c.ModelsCacheTTL < 0 {
 		return fmt.Errorf("models_cache_ttl must not be negative")
+	}
+	if c.MaxBufferedResponse < 0 {
+		return fmt.Errorf("max_buffered_response must not be negative")
 	}
 	if c.ResponseHeaderTimeout < 0 {
 		return fmt.Errorf("response_header_timeout must not be negative")
