@@ -81,6 +81,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx, h); err != nil {
 		return err
 	}
+	h.warnAccessLogCredentials(ctx)
 	var data []byte
 	if h.Config.Config != "" {
 		var err error
@@ -97,6 +98,36 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.watcher = h.watchYAML(h.Config.Config, data)
 	}
 	return nil
+}
+
+// AccessLogFilter is the `format` line of a site's `log` block that keeps caller API keys out of
+// Caddy's access log; the provision warning and the docs give it verbatim.
+const AccessLogFilter = `format filter {
+	wrap json
+	request>headers>Authorization delete
+	request>headers>X-Api-Key delete
+	request>headers>Api-Key delete
+}`
+
+// warnAccessLogCredentials logs one warning when the server this handler runs in writes an
+// access log. Caddy logs each request's headers as received, from a copy taken before any handler
+// runs, and masks only Authorization, Proxy-Authorization and Cookie: the X-Api-Key and Api-Key
+// keys that Anthropic and Azure SDKs send land there in clear, and no handler can mask them
+// afterwards. Only the log's encoder can (AccessLogFilter), and a handler can neither see nor set
+// it, so the warning shows whenever access logging is on, filter or not.
+func (h *Handler) warnAccessLogCredentials(ctx caddy.Context) {
+	srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if !ok || srv == nil || srv.Logs == nil {
+		return
+	}
+	headers := []string{"X-Api-Key", "Api-Key"}
+	if srv.Logs.ShouldLogCredentials {
+		headers = append(headers, "Authorization")
+	}
+	h.logger.Warn("access logging is on: Caddy logs callers' API keys sent in these request headers in clear; "+
+		"unless the site's log block already filters them, replace its format line with the filter given here",
+		zap.Strings("headers", headers),
+		zap.String("filter", AccessLogFilter))
 }
 
 // Validate checks the configuration as given (after the YAML is merged in Provision).
