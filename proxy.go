@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -260,7 +261,17 @@ func (c *call) try(uc *upstreamClient, model string, body []byte, probe bool) bo
 	}
 	ctx, cancel := context.WithCancelCause(c.ctx)
 	defer cancel(nil)
-	timer := time.AfterFunc(timeout, func() { cancel(timeoutErr) })
+	// One timer per attempt: it bounds the wait for headers, then each pause in a non-streaming
+	// answer's body (inBody set).
+	var inBody atomic.Bool
+	timer := time.AfterFunc(timeout, func() {
+		if inBody.Load() {
+			cancel(errBodyStalled)
+		} else {
+			cancel(timeoutErr)
+		}
+	})
+	defer timer.Stop()
 	req, reqBody := c.newUpstreamRequest(ctx, uc, body)
 
 	uc.state.InFlight.Add(1)
@@ -298,10 +309,9 @@ func (c *call) try(uc *upstreamClient, model string, body []byte, probe bool) bo
 	if resp.StatusCode/100 != 2 || !isEventStream(resp.Header) {
 		// A non-streaming answer must keep coming: an upstream that sends headers and then
 		// stalls would hold the call forever (streams have their own idle timeout).
-		body := &idleBody{ReadCloser: resp.Body, d: g.headerTimeout}
-		body.timer = time.AfterFunc(g.headerTimeout, func() { cancel(errBodyStalled) })
-		defer body.timer.Stop()
-		resp.Body = body
+		inBody.Store(true)
+		timer.Reset(g.headerTimeout)
+		resp.Body = &idleBody{ReadCloser: resp.Body, timer: timer, d: g.headerTimeout}
 	}
 
 	if retryable(resp.StatusCode) {
