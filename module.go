@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -258,6 +259,7 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 	if g.maxBuffered = cfg.MaxBufferedResponse; g.maxBuffered == 0 {
 		g.maxBuffered = router.DefaultMaxBufferedResponse
 	}
+	g.maxBuffered = min(g.maxBuffered, math.MaxInt64-1) // answers are read up to one byte more
 	if cfg.MaxFallbackHops != nil {
 		g.maxHops = *cfg.MaxFallbackHops
 	}
