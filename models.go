@@ -21,82 +21,111 @@ const (
 	modelsRetryAfterFailure = 5 * time.Second
 )
 
-// modelsCache caches aggregated /v1/models answers per caller credential. A cache belongs to one
-// config generation, so a reload invalidates it.
+// modelsCache caches each client's model list per credential its /models call sends: one entry
+// for a client that has its own api_key, one per caller credential for a client that passes the
+// caller's key through. So callers with distinct (even junk) keys share what was fetched with the
+// operator's key instead of each costing an upstream call with it, and no caller is served a list
+// fetched with another caller's key. A cache belongs to one config generation, so a reload
+// invalidates it.
 type modelsCache struct {
 	ttl time.Duration
 
 	mu      sync.Mutex
-	entries map[[sha256.Size]byte]*modelsEntry
+	own     map[int]*modelsEntry       // by client index: clients with their own key
+	callers map[modelsKey]*modelsEntry // clients passing the caller's key through
 }
 
-// modelsEntry is one cached answer; ready is closed once body is set, so concurrent requests
-// for the same credential share one refresh.
+// modelsKey names a pass-through client's list fetched with one caller credential.
+type modelsKey struct {
+	client int
+	cred   [sha256.Size]byte
+}
+
+// modelsEntry is one cached list; ready is closed once list and expires are set, so concurrent
+// requests for the same entry share one fetch.
 type modelsEntry struct {
 	ready   chan struct{}
-	body    []byte
+	list    []modelObject
 	expires time.Time
 }
 
 func newModelsCache(ttl time.Duration) *modelsCache {
-	return &modelsCache{ttl: ttl, entries: make(map[[sha256.Size]byte]*modelsEntry)}
+	return &modelsCache{ttl: ttl, own: make(map[int]*modelsEntry), callers: make(map[modelsKey]*modelsEntry)}
 }
 
 // serveModels answers GET /v1/models with the union of every client's models.
 func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, g *generation) {
-	cred := callerCredential(r.Header)
-	if g.models.ttl <= 0 {
-		body, _ := g.aggregateModels(r.Context(), cred)
-		writeJSON(w, http.StatusOK, body)
-		return
+	body, ok := g.aggregateModels(r.Context(), callerCredential(r.Header))
+	if !ok {
+		return // the caller went away while waiting for another request's fetch
 	}
-	key := sha256.Sum256([]byte(cred))
-	now := time.Now()
+	writeJSON(w, http.StatusOK, body)
+}
 
-	g.models.mu.Lock()
-	e := g.models.entries[key]
+// list returns client i's model list for a caller whose credential is cred (credSum its hash),
+// from the cache when it holds a fresh one. ok is false when ctx ended while waiting for another
+// request's fetch.
+func (mc *modelsCache) list(ctx context.Context, i int, uc *upstreamClient, cred string, credSum *[sha256.Size]byte) (list []modelObject, ok bool) {
+	if mc.ttl <= 0 {
+		list, _ = fetchModels(ctx, uc, cred)
+		return list, true
+	}
+	now := time.Now()
+	own := uc.apiKey != ""
+	key := modelsKey{client: i, cred: *credSum}
+
+	mc.mu.Lock()
+	var e *modelsEntry
+	if own {
+		e = mc.own[i]
+	} else {
+		e = mc.callers[key]
+	}
 	if e != nil {
 		select {
 		case <-e.ready:
 			if now.After(e.expires) {
 				e = nil // expired: refresh below
 			}
-		default: // a refresh is running: wait for it
+		default: // a fetch is running: wait for it
 		}
 	}
-	leader := false
-	if e == nil {
-		if len(g.models.entries) >= modelsCacheEntries {
-			for k := range g.models.entries { // evict an arbitrary entry
-				delete(g.models.entries, k)
-				break
-			}
-		}
-		e = &modelsEntry{ready: make(chan struct{})}
-		g.models.entries[key] = e
-		leader = true
-	}
-	g.models.mu.Unlock()
-
+	leader := e == nil
 	if leader {
-		// The refresh outlives a leader that disconnects: followers wait for it.
-		var complete bool
-		e.body, complete = g.aggregateModels(context.WithoutCancel(r.Context()), cred)
-		e.expires = time.Now().Add(g.models.ttl)
-		if !complete {
-			// An upstream failed: serve what the others listed, but do not let a blip hide
-			// that client's models for a whole TTL.
-			e.expires = time.Now().Add(min(g.models.ttl, modelsRetryAfterFailure))
+		e = &modelsEntry{ready: make(chan struct{})}
+		if own {
+			mc.own[i] = e
+		} else {
+			if len(mc.callers) >= modelsCacheEntries {
+				for k := range mc.callers { // evict an arbitrary entry
+					delete(mc.callers, k)
+					break
+				}
+			}
+			mc.callers[key] = e
 		}
-		close(e.ready)
-	} else {
+	}
+	mc.mu.Unlock()
+
+	if !leader {
 		select {
 		case <-e.ready:
-		case <-r.Context().Done():
-			return
+			return e.list, true
+		case <-ctx.Done():
+			return nil, false
 		}
 	}
-	writeJSON(w, http.StatusOK, e.body)
+	// The fetch outlives a leader that disconnects: others wait for it.
+	list, failed := fetchModels(context.WithoutCancel(ctx), uc, cred)
+	ttl := mc.ttl
+	if failed {
+		// Serve what the others listed, but do not let a blip hide this client's models for a
+		// whole TTL.
+		ttl = min(ttl, modelsRetryAfterFailure)
+	}
+	e.list, e.expires = list, time.Now().Add(ttl)
+	close(e.ready)
+	return list, true
 }
 
 // modelObject is an upstream model entry: its id, and the object as the upstream sent it.
@@ -105,25 +134,27 @@ type modelObject struct {
 	raw json.RawMessage
 }
 
-// aggregateModels fetches every client's /models concurrently and merges them: de-duplicated by
-// id in config order, each filtered by its client's match rules, followed by the configured
-// exact model names missing from the upstream lists. complete is false when an upstream's
-// list could not be fetched.
-func (g *generation) aggregateModels(ctx context.Context, cred string) (body []byte, complete bool) {
+// aggregateModels gets every client's model list concurrently (from the cache when fresh) and
+// merges them: de-duplicated by id in config order, each filtered by its client's match rules,
+// followed by the configured exact model names missing from the upstream lists. ok is false when
+// ctx ended first.
+func (g *generation) aggregateModels(ctx context.Context, cred string) (body []byte, ok bool) {
+	credSum := sha256.Sum256([]byte(cred))
 	lists := make([][]modelObject, len(g.clients))
-	failed := make([]bool, len(g.clients))
+	done := make([]bool, len(g.clients))
 	var wg sync.WaitGroup
 	for i, uc := range g.clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lists[i], failed[i] = fetchModels(ctx, uc, cred)
+			lists[i], done[i] = g.models.list(ctx, i, uc, cred, &credSum)
 		}()
 	}
 	wg.Wait()
-	complete = true
-	for _, f := range failed {
-		complete = complete && !f
+	for _, d := range done {
+		if !d {
+			return nil, false
+		}
 	}
 
 	seen := make(map[string]bool)
@@ -155,7 +186,7 @@ func (g *generation) aggregateModels(ctx context.Context, cred string) (body []b
 		Object string            `json:"object"`
 		Data   []json.RawMessage `json:"data"`
 	}{"list", data})
-	return out, complete
+	return out, true
 }
 
 // fetchModels gets one client's model list, keeping the models its match rules accept. Any
@@ -163,10 +194,12 @@ func (g *generation) aggregateModels(ctx context.Context, cred string) (body []b
 func fetchModels(ctx context.Context, uc *upstreamClient, cred string) (list []modelObject, failed bool) {
 	ctx, cancel := context.WithTimeout(ctx, modelsFetchTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uc.base+"/models", nil)
+	u := uc.url("/models", "")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
 	if err != nil {
 		return nil, true
 	}
+	req.URL, req.Host = &u, u.Host
 	key := uc.apiKey
 	if key == "" {
 		key = cred

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -81,6 +82,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx, h); err != nil {
 		return err
 	}
+	h.warnAccessLogCredentials(ctx)
 	var data []byte
 	if h.Config.Config != "" {
 		var err error
@@ -97,6 +99,36 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.watcher = h.watchYAML(h.Config.Config, data)
 	}
 	return nil
+}
+
+// AccessLogFilter is the `format` line of a site's `log` block that keeps caller API keys out of
+// Caddy's access log; the provision warning and the docs give it verbatim.
+const AccessLogFilter = `format filter {
+	wrap json
+	request>headers>Authorization delete
+	request>headers>X-Api-Key delete
+	request>headers>Api-Key delete
+}`
+
+// warnAccessLogCredentials logs one warning when the server this handler runs in writes an
+// access log. Caddy logs each request's headers as received, from a copy taken before any handler
+// runs, and masks only Authorization, Proxy-Authorization and Cookie: the X-Api-Key and Api-Key
+// keys that Anthropic and Azure SDKs send land there in clear, and no handler can mask them
+// afterwards. Only the log's encoder can (AccessLogFilter), and a handler can neither see nor set
+// it, so the warning shows whenever access logging is on, filter or not.
+func (h *Handler) warnAccessLogCredentials(ctx caddy.Context) {
+	srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if !ok || srv == nil || srv.Logs == nil {
+		return
+	}
+	headers := []string{"X-Api-Key", "Api-Key"}
+	if srv.Logs.ShouldLogCredentials {
+		headers = append(headers, "Authorization")
+	}
+	h.logger.Warn("access logging is on: Caddy logs callers' API keys sent in these request headers in clear; "+
+		"unless the site's log block already filters them, replace its format line with the filter given here",
+		zap.Strings("headers", headers),
+		zap.String("filter", AccessLogFilter))
 }
 
 // Validate checks the configuration as given (after the YAML is merged in Provision).
@@ -150,6 +182,8 @@ type generation struct {
 	strategy router.Strategy
 
 	maxBody         int64
+	headerTimeout   time.Duration // non-stream: response headers, and any pause in the body
+	maxBuffered     int64         // largest non-stream answer held in memory
 	maxHops         int
 	firstByteTimout time.Duration
 	thinking        router.ThinkingFormat
@@ -219,6 +253,13 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 	if g.maxBody == 0 {
 		g.maxBody = router.DefaultMaxRequestBody
 	}
+	if g.headerTimeout = time.Duration(cfg.ResponseHeaderTimeout); g.headerTimeout == 0 {
+		g.headerTimeout = router.DefaultResponseHeaderTimeout
+	}
+	if g.maxBuffered = cfg.MaxBufferedResponse; g.maxBuffered == 0 {
+		g.maxBuffered = router.DefaultMaxBufferedResponse
+	}
+	g.maxBuffered = min(g.maxBuffered, math.MaxInt64-1) // answers are read up to one byte more
 	if cfg.MaxFallbackHops != nil {
 		g.maxHops = *cfg.MaxFallbackHops
 	}
@@ -252,6 +293,8 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("invalid base_url %q", base)
 	}
+	// A slash before a query ("/v1/?api-version=…") is trimmed too: paths are appended to it.
+	u.Path, u.RawPath = strings.TrimRight(u.Path, "/"), ""
 	uc := &upstreamClient{
 		Client:    c,
 		base:      base,

@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -80,8 +82,13 @@ const (
 	failUpstream             // the upstream answered with a retryable status
 )
 
-// errFirstByteTimeout cancels a streaming attempt whose headers did not arrive in time.
-var errFirstByteTimeout = errors.New("upstream sent no response headers within stream_first_byte_timeout")
+// Causes of a cancelled attempt: a streaming or non-streaming one whose headers did not arrive
+// in time, and a non-streaming answer whose body stopped arriving.
+var (
+	errFirstByteTimeout = errors.New("upstream sent no response headers within stream_first_byte_timeout")
+	errHeaderTimeout    = errors.New("upstream sent no response headers within response_header_timeout")
+	errBodyStalled      = errors.New("upstream paused its answer for longer than response_header_timeout")
+)
 
 // retryable reports whether an upstream status lets the gateway try the next client (SPEC §4).
 func retryable(status int) bool {
@@ -248,25 +255,34 @@ func (c *call) setGatewayHeaders() {
 func (c *call) try(uc *upstreamClient, model string, body []byte, probe bool) bool {
 	g := c.g
 
-	ctx := c.ctx
-	var timer *time.Timer
-	var cancel context.CancelCauseFunc
-	if c.stream && g.firstByteTimout > 0 {
-		ctx, cancel = context.WithCancelCause(ctx)
-		defer cancel(nil)
-		timer = time.AfterFunc(g.firstByteTimout, func() { cancel(errFirstByteTimeout) })
+	timeout, timeoutErr := g.headerTimeout, errHeaderTimeout
+	if c.stream {
+		timeout, timeoutErr = g.firstByteTimout, errFirstByteTimeout
 	}
+	ctx, cancel := context.WithCancelCause(c.ctx)
+	defer cancel(nil)
+	// One timer per attempt: it bounds the wait for headers, then each pause in a non-streaming
+	// answer's body (inBody set).
+	var inBody atomic.Bool
+	timer := time.AfterFunc(timeout, func() {
+		if inBody.Load() {
+			cancel(errBodyStalled)
+		} else {
+			cancel(timeoutErr)
+		}
+	})
+	defer timer.Stop()
 	req, reqBody := c.newUpstreamRequest(ctx, uc, body)
 
 	uc.state.InFlight.Add(1)
 	defer uc.state.InFlight.Add(-1)
 	resp, err := uc.transport.RoundTrip(req)
 	reqBody.release()
-	if timer != nil && !timer.Stop() && err == nil {
+	if !timer.Stop() && err == nil {
 		// The timer fired as the headers arrived: the attempt's context is cancelled and the
 		// body cannot be read. It is the timeout it nearly was.
 		resp.Body.Close()
-		resp, err = nil, errFirstByteTimeout
+		resp, err = nil, timeoutErr
 	}
 	if err != nil {
 		if c.ctx.Err() != nil {
@@ -290,6 +306,14 @@ func (c *call) try(uc *upstreamClient, model string, body []byte, probe bool) bo
 		return false
 	}
 
+	if resp.StatusCode/100 != 2 || !isEventStream(resp.Header) {
+		// A non-streaming answer must keep coming: an upstream that sends headers and then
+		// stalls would hold the call forever (streams have their own idle timeout).
+		inBody.Store(true)
+		timer.Reset(g.headerTimeout)
+		resp.Body = &idleBody{ReadCloser: resp.Body, timer: timer, d: g.headerTimeout}
+	}
+
 	if retryable(resp.StatusCode) {
 		errBody, _ := readLimited(resp, maxErrorBody)
 		resp.Body.Close()
@@ -308,7 +332,23 @@ func (c *call) try(uc *upstreamClient, model string, body []byte, probe bool) bo
 		c.copyStream(uc, resp)
 		return true
 	}
-	return c.copyResponse(uc, resp, probe)
+	return c.copyResponse(ctx, uc, resp, probe)
+}
+
+// idleBody is a non-streaming answer's body whose every read that returns data rearms timer; the
+// timer cancels the attempt when the upstream pauses for d.
+type idleBody struct {
+	io.ReadCloser
+	timer *time.Timer
+	d     time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.d)
+	}
+	return n, err
 }
 
 // timedOut reports whether an attempt failed for want of response headers in time. A dial
@@ -318,12 +358,16 @@ func timedOut(ctx context.Context, err error) bool {
 	if errors.As(err, &dialErr) {
 		return false
 	}
-	if errors.Is(err, errFirstByteTimeout) || errors.Is(context.Cause(ctx), errFirstByteTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) {
+	if isTimeoutCause(err) || isTimeoutCause(context.Cause(ctx)) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isTimeoutCause reports whether err is one of the gateway's own attempt timeouts.
+func isTimeoutCause(err error) bool {
+	return errors.Is(err, errFirstByteTimeout) || errors.Is(err, errHeaderTimeout) || errors.Is(err, errBodyStalled)
 }
 
 // callerGone records a call whose caller disconnected before an answer was written.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,14 +15,13 @@ import (
 	"github.com/goccy/go-json"
 	"go.uber.org/zap"
 
+	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
 
-// Limits on upstream bodies the gateway holds in memory.
-const (
-	maxErrorBody    = 1 << 20  // a retryable answer's body, kept for the final error
-	maxResponseBody = 64 << 20 // a non-streaming answer
-)
+// maxErrorBody bounds a retryable answer's body, kept for the final error. A non-streaming
+// answer is bounded by max_buffered_response.
+const maxErrorBody = 1 << 20
 
 // droppedRequestHeaders are caller headers never sent upstream: hop-by-hop headers, the
 // caller's credentials (the gateway sets its own, SPEC §2.4), proxy metadata (upstreams are
@@ -62,16 +62,7 @@ var hopHeaders = []string{
 // RoundTrip returned.
 func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) (*http.Request, *upstreamBody) {
 	r := c.r
-	u := *uc.baseURL
-	u.Path += c.upPath
-	u.RawPath = ""
-	// The base's own query (Azure's api-version, say) comes first, then the caller's.
-	switch {
-	case u.RawQuery == "":
-		u.RawQuery = r.URL.RawQuery
-	case r.URL.RawQuery != "":
-		u.RawQuery += "&" + r.URL.RawQuery
-	}
+	u := uc.url(c.upPath, r.URL.RawQuery)
 
 	header := make(http.Header, len(r.Header)+len(uc.headers)+2)
 	for name, values := range r.Header {
@@ -119,6 +110,22 @@ func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body 
 		req.ContentLength = int64(len(body))
 	}
 	return req, ub
+}
+
+// url is the upstream URL of path (which starts with "/") under uc's base_url. Every upstream
+// call is built here, so a base_url query (Azure's api-version, say) is kept whatever the
+// endpoint: it comes first, then the caller's query, if any.
+func (uc *upstreamClient) url(path, query string) url.URL {
+	u := *uc.baseURL
+	u.Path += path
+	u.RawPath = ""
+	switch {
+	case u.RawQuery == "":
+		u.RawQuery = query
+	case query != "":
+		u.RawQuery += "&" + query
+	}
+	return u
 }
 
 // upstreamBody is the body of one upstream request. The transport keeps the request referenced
@@ -205,25 +212,47 @@ func hasMediaType(contentType, mt string) bool {
 	return rest == "" || rest[0] == ';'
 }
 
-// readLimited reads at most limit bytes of an upstream answer's body.
+// readLimited reads at most limit bytes of an upstream answer's body. Its buffer never grows
+// past limit: it is sized by Content-Length when that is known and within limit (a hint only: it
+// still grows if the upstream sends more), else it doubles from 512 bytes up to limit.
 func readLimited(resp *http.Response, limit int64) ([]byte, error) {
-	size := resp.ContentLength // a hint: the buffer still grows if the upstream sends more
-	if size < 0 || size > limit {
-		size = 512
+	size := int64(512)
+	if cl := resp.ContentLength; cl >= 0 && cl < limit {
+		size = cl + 1 // one byte more, so the read that sees EOF needs no growth
 	}
-	// One byte more than the body, so ReadFrom sees EOF without growing the buffer first.
-	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
-	_, err := buf.ReadFrom(io.LimitReader(resp.Body, limit))
-	return buf.Bytes(), err
+	buf := make([]byte, 0, min(size, limit))
+	for int64(len(buf)) < limit {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(2*int64(cap(buf)), limit))
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 // copyResponse relays a complete (non-streaming) answer, applying the response transforms of
 // SPEC §6 to successful chat and completion answers. It reports false when the body could not
 // be read, so the next client is tried: nothing was written to the caller yet.
-func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool) bool {
+// ctx is the attempt's context.
+func (c *call) copyResponse(ctx context.Context, uc *upstreamClient, resp *http.Response, probe bool) bool {
 	g := c.g
-	body, err := readLimited(resp, maxResponseBody+1)
-	if err == nil && int64(len(body)) > maxResponseBody {
+	if resp.ContentLength > g.maxBuffered {
+		// Declared too large to hold: relay it from its first byte.
+		uc.state.Breaker.Success()
+		c.relayLarge(resp, nil)
+		return true
+	}
+	body, err := readLimited(resp, g.maxBuffered+1)
+	if err == nil && int64(len(body)) > g.maxBuffered {
 		uc.state.Breaker.Success()
 		c.relayLarge(resp, body)
 		return true
@@ -238,7 +267,14 @@ func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool)
 			return true
 		}
 		uc.state.Breaker.Failure(g.policy, time.Now())
-		c.last = failure{kind: failConnect, err: err}
+		kind := failConnect
+		if timedOut(ctx, err) {
+			kind = failTimeout
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
+		}
+		c.last = failure{kind: kind, err: err}
 		c.res.Backend = ""
 		return false
 	}
@@ -271,25 +307,74 @@ func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool)
 	return true
 }
 
-// relayLarge sends an answer too large to hold in memory as the upstream sent it, without
-// transforms or usage: head is what was read of it so far.
+// relayLarge sends an answer larger than max_buffered_response as the upstream sends it, holding
+// no more of it than the copy needs: no response transform applies and no body is kept for the
+// audit log. head is what was read of it so far. The usage is read from the answer's last bytes,
+// where OpenAI-style answers put it, so large answers (embeddings, mostly) are still counted.
 func (c *call) relayLarge(resp *http.Response, head []byte) {
 	defer resp.Body.Close()
 	c.res.Status = resp.StatusCode
-	c.res.Err = "answer larger than " + strconv.Itoa(maxResponseBody) + " bytes relayed without inspection"
+	c.res.Err = "answer larger than max_buffered_response (" + strconv.FormatInt(c.g.maxBuffered, 10) +
+		" bytes) relayed as the upstream sent it"
 	copyResponseHeader(c.w.Header(), resp.Header, false)
 	c.setGatewayHeaders()
 	c.w.WriteHeader(resp.StatusCode)
+	end := new(tailWriter)
+	var dst io.Writer = end
+	if c.keepBodies() {
+		// The audit row keeps the answer's first bytes and its size, as for a stream.
+		kept := audit.NewBodyBuffer(c.h.audit.MaxBodySize)
+		defer func() { c.res.Response = kept.Bytes() }()
+		dst = io.MultiWriter(end, kept)
+	}
+	_, _ = dst.Write(head)
 	if _, err := c.w.Write(head); err != nil {
 		c.callerGone()
 		return
 	}
-	if _, err := io.Copy(c.w, resp.Body); err != nil {
+	if _, err := io.Copy(io.MultiWriter(c.w, dst), resp.Body); err != nil {
 		c.res.Partial = true
 		if c.ctx.Err() != nil {
 			c.callerGone()
 		}
+		return
 	}
+	if resp.StatusCode/100 == 2 {
+		if u, ok := end.usage(); ok {
+			c.res.Usage = u
+		}
+	}
+}
+
+// tailWriter keeps the last bytes written to it: enough to hold an answer's closing usage object.
+type tailWriter struct {
+	buf [4 << 10]byte
+	n   int
+}
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	written := len(p)
+	if len(p) >= len(t.buf) {
+		t.n = copy(t.buf[:], p[len(p)-len(t.buf):])
+		return written, nil
+	}
+	keep := min(t.n, len(t.buf)-len(p))
+	copy(t.buf[:], t.buf[t.n-keep:t.n])
+	t.n = keep + copy(t.buf[keep:], p)
+	return written, nil
+}
+
+// usage parses the usage object of the answer whose end the writer holds: the members from the
+// last "usage" key on, which close the answer's top-level object, read as an object of their own.
+func (t *tailWriter) usage() (sse.Usage, bool) {
+	tail := t.buf[:t.n]
+	i := bytes.LastIndex(tail, []byte(`"usage"`))
+	if i < 0 {
+		return sse.Usage{}, false
+	}
+	obj := make([]byte, 0, 1+len(tail)-i)
+	obj = append(append(obj, '{'), tail[i:]...)
+	return sse.ParseUsage(obj)
 }
 
 // sseErrorJSON turns an error an upstream sent as SSE into a JSON body: the first event whose

@@ -79,7 +79,7 @@ const (
 )
 
 // DefaultRedactHeaders are the request headers masked unless configured.
-var DefaultRedactHeaders = []string{"Authorization", "X-Api-Key", "Api-Key", "Cookie"}
+var DefaultRedactHeaders = []string{"Authorization", "X-Api-Key", "Api-Key", "Proxy-Authorization", "Cookie"}
 
 // writers holds one Writer per absolute database path, shared by every
 // config generation and in-flight request that uses it. It is the one piece
@@ -128,7 +128,7 @@ type App struct {
 	// RedactHeaders lists request headers (case-insensitive) whose values are
 	// masked in the Headers column: "sk-ab…yz" for long values, "***" for
 	// short ones; an auth scheme such as "Bearer" stays readable. Default:
-	// Authorization, X-Api-Key, Api-Key, Cookie.
+	// Authorization, X-Api-Key, Api-Key, Proxy-Authorization, Cookie.
 	RedactHeaders []string `json:"redact_headers,omitempty"`
 
 	// QueueSize is how many records may wait for the writer before new ones

@@ -36,6 +36,8 @@ import (
 //		thinking_format           passthrough|think_tag|reasoning|reasoning_content
 //		models_cache_ttl          <duration>      # 0 disables the /v1/models cache
 //		max_request_body          <size>          # 32MiB, 10MB, 1048576, ...
+//		response_header_timeout   <duration>      # non-stream calls; default 10m
+//		max_buffered_response     <size>          # larger non-stream answers pass through; default 4MiB
 //		max_fallback_hops         <n>             # 0 disables model fallback
 //		stream_first_byte_timeout <duration>
 //		health_check {
@@ -133,6 +135,27 @@ func UnmarshalGateway(d *caddyfile.Dispenser, cfg *router.Config) error {
 				return d.Errf("max_request_body %q out of range (want more than 0 bytes)", v)
 			}
 			cfg.MaxRequestBody = int64(size)
+
+		case "max_buffered_response":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil {
+				return d.Errf("invalid max_buffered_response %q: %v", v, err)
+			}
+			if size == 0 || size > math.MaxInt64 {
+				return d.Errf("max_buffered_response %q out of range (want more than 0 bytes)", v)
+			}
+			cfg.MaxBufferedResponse = int64(size)
+
+		case "response_header_timeout":
+			dur, err := durationArg(d, false)
+			if err != nil {
+				return err
+			}
+			cfg.ResponseHeaderTimeout = dur
 
 		case "max_fallback_hops":
 			n, err := intArg(d, 0)

@@ -139,6 +139,10 @@ func TestUnmarshalGatewayValues(t *testing.T) {
 		}},
 		{"plain byte count", gw(`max_request_body 1024`), func(c *router.Config) bool { return c.MaxRequestBody == 1024 }},
 		{"SI size", gw(`max_request_body 10MB`), func(c *router.Config) bool { return c.MaxRequestBody == 10_000_000 }},
+		{"buffered response size", gw(`max_buffered_response 64KiB`), func(c *router.Config) bool { return c.MaxBufferedResponse == 64<<10 }},
+		{"response header timeout", gw(`response_header_timeout 15m`), func(c *router.Config) bool {
+			return time.Duration(c.ResponseHeaderTimeout) == 15*time.Minute
+		}},
 		{"no fallback", gw(`max_fallback_hops 0`), func(c *router.Config) bool {
 			return c.MaxFallbackHops != nil && *c.MaxFallbackHops == 0
 		}},
@@ -225,6 +229,13 @@ func TestUnmarshalGatewayErrors(t *testing.T) {
 		{"bad body size", gw(`max_request_body lots`), `invalid max_request_body "lots"`},
 		{"zero body size", gw(`max_request_body 0`), "out of range"},
 		{"huge body size", gw(`max_request_body 9EiB`), "out of range"},
+		{"bad buffered response size", gw(`max_buffered_response lots`), `invalid max_buffered_response "lots"`},
+		{"zero buffered response size", gw(`max_buffered_response 0`), "out of range"},
+		{"huge buffered response size", gw(`max_buffered_response 9EiB`), "out of range"},
+		{"buffered response size twice", gw(`max_buffered_response 1MiB 2MiB`), "wrong argument count"},
+		{"bad response header timeout", gw(`response_header_timeout soon`), `invalid response_header_timeout "soon"`},
+		{"zero response header timeout", gw(`response_header_timeout 0`), "must be positive"},
+		{"response header timeout without value", gw(`response_header_timeout`), "wrong argument count"},
 		{"bad hops", gw(`max_fallback_hops many`), `invalid max_fallback_hops "many": want an integer`},
 		{"negative hops", gw(`max_fallback_hops -1`), "must be >= 0"},
 		{"zero first byte timeout", gw(`stream_first_byte_timeout 0`), "must be positive"},

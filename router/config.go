@@ -30,7 +30,7 @@ type Config struct {
 	// Default: passthrough.
 	ThinkingFormat ThinkingFormat `json:"thinking_format,omitempty"`
 
-	// ModelsCacheTTL is how long an aggregated /v1/models answer is cached per credential.
+	// ModelsCacheTTL is how long a client's /v1/models list is cached per credential sent upstream.
 	// Zero disables the cache. Default: 10m.
 	ModelsCacheTTL *caddy.Duration `json:"models_cache_ttl,omitempty"`
 
@@ -38,9 +38,24 @@ type Config struct {
 	// Default: 32 MiB.
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
+	// MaxBufferedResponse is the largest non-streaming answer the gateway holds in memory, in
+	// bytes. An answer is buffered whole so that the response transforms (special_prefix,
+	// thinking_format) can apply to it; a larger one is relayed as it arrives, as the upstream
+	// sent it: untransformed, its usage read from its last bytes, and no body stored in the audit
+	// log. So one call never holds more than this, whatever the upstream sends. Default: 4 MiB.
+	MaxBufferedResponse int64 `json:"max_buffered_response,omitempty"`
+
 	// MaxFallbackHops bounds how many model fallbacks one request may follow. Zero disables
 	// model fallback. Default: 3.
 	MaxFallbackHops *int `json:"max_fallback_hops,omitempty"`
+
+	// ResponseHeaderTimeout is how long a non-streaming attempt waits for the upstream's response
+	// headers, and the longest pause allowed in a non-streaming answer's body, before the attempt
+	// counts as failed (a timeout) and the next client is tried. A non-streaming answer's headers
+	// come only once the whole answer is generated, which takes minutes for long answers and
+	// reasoning models: the default matches the OpenAI SDKs' own request timeout, so the gateway
+	// never gives up on a call its caller still waits for. Default: 10m.
+	ResponseHeaderTimeout caddy.Duration `json:"response_header_timeout,omitempty"`
 
 	// StreamFirstByteTimeout is how long a streaming request waits for the upstream's response
 	// headers before the attempt counts as failed and the next client is tried. Default: 60s.
@@ -57,6 +72,8 @@ type Config struct {
 // Defaults of the handler configuration.
 const (
 	DefaultMaxRequestBody         = 32 << 20
+	DefaultResponseHeaderTimeout  = 10 * time.Minute
+	DefaultMaxBufferedResponse    = 4 << 20
 	DefaultMaxFallbackHops        = 3
 	DefaultModelsCacheTTL         = 10 * time.Minute
 	DefaultStreamFirstByteTimeout = 60 * time.Second
@@ -313,6 +330,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ModelsCacheTTL != nil && *c.ModelsCacheTTL < 0 {
 		return fmt.Errorf("models_cache_ttl must not be negative")
+	}
+	if c.MaxBufferedResponse < 0 {
+		return fmt.Errorf("max_buffered_response must not be negative")
+	}
+	if c.ResponseHeaderTimeout < 0 {
+		return fmt.Errorf("response_header_timeout must not be negative")
 	}
 	if c.StreamFirstByteTimeout < 0 {
 		return fmt.Errorf("stream_first_byte_timeout must not be negative")

@@ -24,6 +24,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative body limit", func(c *Config) { c.MaxRequestBody = -1 }, "max_request_body"},
 		{"negative hops", func(c *Config) { c.MaxFallbackHops = &neg }, "max_fallback_hops"},
 		{"negative cache ttl", func(c *Config) { c.ModelsCacheTTL = &negDur }, "models_cache_ttl"},
+		{"negative buffered response", func(c *Config) { c.MaxBufferedResponse = -1 }, "max_buffered_response"},
+		{"negative response header timeout", func(c *Config) { c.ResponseHeaderTimeout = -1 }, "response_header_timeout"},
 		{"negative first byte timeout", func(c *Config) { c.StreamFirstByteTimeout = -1 }, "stream_first_byte_timeout"},
 		{"negative threshold", func(c *Config) { c.HealthCheck = &HealthCheck{FailureThreshold: -1} }, "failure_threshold"},
 		{"negative cooldown", func(c *Config) { c.HealthCheck = &HealthCheck{Cooldown: -1} }, "cooldown"},

@@ -56,10 +56,11 @@ type Server struct {
 
 // Request is a copy of a request the fake received.
 type Request struct {
-	Method string
-	Path   string
-	Header http.Header
-	Body   []byte
+	Method   string
+	Path     string
+	RawQuery string // the query, without "?"
+	Header   http.Header
+	Body     []byte
 }
 
 // Stats are the fake's counters, as served by GET /_fake/stats.
@@ -211,7 +212,7 @@ func (s *Server) LastRequest() Request {
 	if r == nil {
 		return Request{}
 	}
-	return Request{Method: r.Method, Path: r.Path, Header: r.Header.Clone(), Body: append([]byte(nil), r.Body...)}
+	return Request{Method: r.Method, Path: r.Path, RawQuery: r.RawQuery, Header: r.Header.Clone(), Body: append([]byte(nil), r.Body...)}
 }
 
 // WaitCancelled returns nil once at least n requests were cancelled (see
@@ -332,7 +333,7 @@ func (x *exchange) finish() {
 
 func (x *exchange) serve() {
 	body, err := readBody(x.w, x.r)
-	x.s.last.Store(&Request{Method: x.r.Method, Path: x.r.URL.Path, Header: x.r.Header, Body: body})
+	x.s.last.Store(&Request{Method: x.r.Method, Path: x.r.URL.Path, RawQuery: x.r.URL.RawQuery, Header: x.r.Header, Body: body})
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
