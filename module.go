@@ -152,6 +152,7 @@ type generation struct {
 	maxBody         int64
 	maxHops         int
 	firstByteTimout time.Duration
+	idleTimeout     time.Duration // stream_idle_timeout
 	thinking        router.ThinkingFormat
 
 	models *modelsCache
@@ -210,6 +211,7 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 		maxBody:         cfg.MaxRequestBody,
 		maxHops:         router.DefaultMaxFallbackHops,
 		firstByteTimout: time.Duration(cfg.StreamFirstByteTimeout),
+		idleTimeout:     time.Duration(cfg.StreamIdleTimeout),
 		thinking:        cfg.ThinkingFormat,
 	}
 	if g.strategy == "" {
@@ -224,6 +226,9 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 	}
 	if g.firstByteTimout == 0 {
 		g.firstByteTimout = router.DefaultStreamFirstByteTimeout
+	}
+	if g.idleTimeout == 0 {
+		g.idleTimeout = router.DefaultStreamIdleTimeout
 	}
 	if g.thinking == "" {
 		g.thinking = router.ThinkingPassthrough

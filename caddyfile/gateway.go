@@ -38,6 +38,7 @@ import (
 //		max_request_body          <size>          # 32MiB, 10MB, 1048576, ...
 //		max_fallback_hops         <n>             # 0 disables model fallback
 //		stream_first_byte_timeout <duration>
+//		stream_idle_timeout       <duration>      # default 5m
 //		health_check {
 //			failure_threshold <n>
 //			cooldown          <duration>
@@ -147,6 +148,13 @@ func UnmarshalGateway(d *caddyfile.Dispenser, cfg *router.Config) error {
 				return err
 			}
 			cfg.StreamFirstByteTimeout = dur
+
+		case "stream_idle_timeout":
+			dur, err := durationArg(d, false)
+			if err != nil {
+				return err
+			}
+			cfg.StreamIdleTimeout = dur
 
 		case "health_check":
 			if cfg.HealthCheck == nil {

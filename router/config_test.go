@@ -25,6 +25,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative hops", func(c *Config) { c.MaxFallbackHops = &neg }, "max_fallback_hops"},
 		{"negative cache ttl", func(c *Config) { c.ModelsCacheTTL = &negDur }, "models_cache_ttl"},
 		{"negative first byte timeout", func(c *Config) { c.StreamFirstByteTimeout = -1 }, "stream_first_byte_timeout"},
+		{"negative idle timeout", func(c *Config) { c.StreamIdleTimeout = -1 }, "stream_idle_timeout"},
 		{"negative threshold", func(c *Config) { c.HealthCheck = &HealthCheck{FailureThreshold: -1} }, "failure_threshold"},
 		{"negative cooldown", func(c *Config) { c.HealthCheck = &HealthCheck{Cooldown: -1} }, "cooldown"},
 		{"negative backoff", func(c *Config) { c.HealthCheck = &HealthCheck{Backoff: -1} }, "backoff"},
