@@ -2,6 +2,7 @@ package llmgateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -98,6 +99,26 @@ func TestHostileStreamLargeEvent(t *testing.T) {
 				t.Errorf("audit row: Status %d Stream %v Error %q, want a 200 stream cut for its event size", row.Status, row.Stream, row.Error)
 			}
 		})
+	}
+}
+
+// TestStreamLargeEventUnderLimit: a multi-line event below the limit is relayed whole, still one
+// event with the same data.
+func TestStreamLargeEventUnderLimit(t *testing.T) {
+	up := fake(t, "alpha")
+	up.Update(func(s *fakeupstream.Settings) { s.LargeEvent = 512 << 10 })
+	gw := startGateway(t, "", gatewaySite("", clientBlock("alpha", up.URL(), "match keyword gpt")))
+	status, _, body := gw.post("/v1/chat/completions", "application/json", chatStreamBody("gpt-4o"))
+	if status != 200 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	evs := parseSSE(t, body)
+	if len(evs) != 4 || evs[3].Data != "[DONE]" {
+		t.Fatalf("got %d events, want 3 chunks and [DONE]", len(evs))
+	}
+	first := evs[0].Data
+	if len(first) < 500<<10 || !json.Valid([]byte(first)) || !strings.Contains(first, `"role":"assistant"`) {
+		t.Errorf("first event of %d bytes (%.100q…) is not the padded first chunk", len(first), first)
 	}
 }
 
