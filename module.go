@@ -186,6 +186,7 @@ type generation struct {
 	maxBuffered     int64         // largest non-stream answer held in memory
 	maxHops         int
 	firstByteTimout time.Duration
+	idleTimeout     time.Duration // stream_idle_timeout
 	thinking        router.ThinkingFormat
 
 	models *modelsCache
@@ -244,6 +245,7 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 		maxBody:         cfg.MaxRequestBody,
 		maxHops:         router.DefaultMaxFallbackHops,
 		firstByteTimout: time.Duration(cfg.StreamFirstByteTimeout),
+		idleTimeout:     time.Duration(cfg.StreamIdleTimeout),
 		thinking:        cfg.ThinkingFormat,
 	}
 	if g.strategy == "" {
@@ -265,6 +267,9 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 	}
 	if g.firstByteTimout == 0 {
 		g.firstByteTimout = router.DefaultStreamFirstByteTimeout
+	}
+	if g.idleTimeout == 0 {
+		g.idleTimeout = router.DefaultStreamIdleTimeout
 	}
 	if g.thinking == "" {
 		g.thinking = router.ThinkingPassthrough

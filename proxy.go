@@ -329,7 +329,7 @@ func (c *call) try(uc *upstreamClient, model string, body []byte, probe bool) bo
 		// A stream commits at its 2xx headers (SPEC §4): it counts as a success now.
 		uc.state.Breaker.Success()
 		c.res.Stream = true
-		c.copyStream(uc, resp)
+		c.copyStream(uc, resp, cancel)
 		return true
 	}
 	return c.copyResponse(ctx, uc, resp, probe)

@@ -1,9 +1,13 @@
 package llmgateway
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/goccy/go-json"
@@ -16,7 +20,12 @@ import (
 // sent to the caller, with a flush, whenever the reader is about to read from the upstream
 // again: a burst that arrived in one read leaves in one write, and an event never waits for
 // the next one to arrive.
-func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
+//
+// cancel cancels the attempt's context, which the upstream body reads under: it ends a read
+// that waited stream_idle_timeout for a byte. It is nil when the attempt has no such context
+// (a non-streaming request the upstream answered with a stream); that answer is then read
+// without an idle timeout.
+func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel context.CancelCauseFunc) {
 	defer resp.Body.Close()
 	c.res.Status = resp.StatusCode
 
@@ -34,7 +43,11 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 	if c.keepBodies() {
 		out.transcript = audit.NewBodyBuffer(c.h.audit.MaxBodySize)
 	}
+	if cancel != nil {
+		out.cancel, out.idle = cancel, c.g.idleTimeout
+	}
 	defer func() {
+		out.stopClock()
 		out.release()
 		if out.transcript != nil {
 			c.res.Response = out.transcript.Bytes()
@@ -62,7 +75,7 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 		rd.Reset(nil)
 		readerPool.Put(rd)
 	}()
-	sawDone := false
+	sawDone := false // [DONE] was sent: nothing more is read or forwarded (SPEC §6)
 	if chunked {
 		// Usage seen before a cut still counts.
 		defer func() {
@@ -72,12 +85,10 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 			c.res.FinishReason = tr.FinishReason()
 		}()
 	}
-	for {
+	for !sawDone {
 		ev, err := rd.Next()
 		if err != nil {
-			// After [DONE] the answer is complete: the SDKs close the body there, and the
-			// caller's hang-up cancelling the rest of the upstream read changes nothing.
-			if err == io.EOF || (sawDone && out.werr == nil) {
+			if err == io.EOF {
 				break
 			}
 			c.res.Partial = true
@@ -85,9 +96,14 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 				c.callerGone()
 				return
 			}
-			if c.h.stopCtx.Err() != nil {
+			switch {
+			case c.h.stopCtx.Err() != nil:
 				c.res.Err = "stream cut: the gateway is shutting down"
-			} else {
+			case out.expired.Load():
+				c.res.Err = "upstream stream interrupted: the upstream sent nothing for " + out.idle.String() + " (stream_idle_timeout)"
+			case errors.Is(err, sse.ErrEventTooLarge), errors.Is(err, sse.ErrLineTooLong):
+				c.res.Err = "upstream stream interrupted: " + err.Error() + " (over " + strconv.Itoa(sse.DefaultMaxLineSize) + " bytes)"
+			default:
 				c.res.Err = "upstream stream interrupted: " + err.Error()
 			}
 			out.buf = c.appendStreamError(out.grab(), c.res.Err)
@@ -138,6 +154,11 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response) {
 		c.res.Partial = true
 		c.callerGone()
 	}
+	if sawDone {
+		// After [DONE] the answer is complete: the SDKs close the body there, and what the
+		// upstream sends or does next changes nothing for the caller.
+		out.drain()
+	}
 }
 
 // dropBodies lets go of the caller's request body and the one sent upstream, unless the audit log
@@ -178,14 +199,79 @@ type relay struct {
 	transcript *audit.BodyBuffer // what the caller received (capped), for the audit log; nil if not kept
 	werr       error             // the first write error: the caller is gone
 	unflushed  bool              // something was written but not flushed (the headers, at first)
+
+	// The idle clock runs only while the relay waits in an upstream read, so a slow caller
+	// never counts against the upstream. When it runs out, cancel ends the read.
+	idle    time.Duration           // stream_idle_timeout; 0 when cancel is nil
+	cancel  context.CancelCauseFunc // cancels the attempt's context; nil: no clock
+	clock   *time.Timer             // made at the first read
+	expired atomic.Bool             // the clock ran out and cancelled the attempt
 }
+
+// errStreamIdle is the cause the idle clock cancels a stream's attempt with.
+var errStreamIdle = errors.New("upstream sent nothing within stream_idle_timeout")
+
+// Bounds of what is read after [DONE]; see drain.
+const (
+	doneDrainMax  = 64 << 10
+	doneDrainWait = time.Second
+)
 
 // Read implements io.Reader for the SSE reader.
 func (r *relay) Read(p []byte) (int, error) {
 	if err := r.send(); err != nil {
 		return 0, err
 	}
-	return r.upstream.Read(p)
+	r.startClock(r.idle)
+	n, err := r.upstream.Read(p)
+	r.stopClock()
+	return n, err
+}
+
+// startClock gives the next upstream read d to return before the attempt is cancelled.
+func (r *relay) startClock(d time.Duration) {
+	switch {
+	case r.cancel == nil || d <= 0:
+	case r.clock == nil:
+		r.clock = time.AfterFunc(d, r.expire)
+	default:
+		r.clock.Reset(d)
+	}
+}
+
+func (r *relay) stopClock() {
+	if r.clock != nil {
+		r.clock.Stop()
+	}
+}
+
+// expire runs on the clock's goroutine when an upstream read waited too long.
+func (r *relay) expire() {
+	r.expired.Store(true)
+	r.cancel(errStreamIdle)
+}
+
+// drain reads and drops what the upstream sends after [DONE]: nothing follows [DONE] (SPEC
+// §6). An upstream that ends its response right after [DONE] is read to its end, which keeps
+// its connection reusable. One that sends more than doneDrainMax bytes, or keeps the response
+// open for doneDrainWait, is cut off instead: the call ends now, not when the upstream pleases.
+func (r *relay) drain() {
+	if r.cancel == nil {
+		return // no way to end a read that hangs: leave it to Close, which drops the connection
+	}
+	r.release()
+	buf := r.grab()
+	buf = buf[:cap(buf)]
+	r.startClock(min(doneDrainWait, r.idle))
+	for n := 0; n <= doneDrainMax; {
+		m, err := r.upstream.Read(buf)
+		n += m
+		if err != nil {
+			break
+		}
+	}
+	r.stopClock()
+	r.release()
 }
 
 // grab returns the buffer to append events to, taking one from the pool if needed.

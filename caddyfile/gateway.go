@@ -40,6 +40,7 @@ import (
 //		max_buffered_response     <size>          # larger non-stream answers pass through; default 4MiB
 //		max_fallback_hops         <n>             # 0 disables model fallback
 //		stream_first_byte_timeout <duration>
+//		stream_idle_timeout       <duration>      # default 5m
 //		health_check {
 //			failure_threshold <n>
 //			cooldown          <duration>
@@ -170,6 +171,13 @@ func UnmarshalGateway(d *caddyfile.Dispenser, cfg *router.Config) error {
 				return err
 			}
 			cfg.StreamFirstByteTimeout = dur
+
+		case "stream_idle_timeout":
+			dur, err := durationArg(d, false)
+			if err != nil {
+				return err
+			}
+			cfg.StreamIdleTimeout = dur
 
 		case "health_check":
 			if cfg.HealthCheck == nil {

@@ -22,6 +22,7 @@ const specGateway = `llm_gateway {
 	max_request_body 32MiB
 	max_fallback_hops 3
 	stream_first_byte_timeout 60s
+	stream_idle_timeout 5m
 	health_check {
 		failure_threshold 3
 		cooldown          30s
@@ -74,6 +75,9 @@ func TestUnmarshalGatewaySpecExample(t *testing.T) {
 	}
 	if time.Duration(cfg.StreamFirstByteTimeout) != time.Minute {
 		t.Errorf("stream_first_byte_timeout = %v", cfg.StreamFirstByteTimeout)
+	}
+	if time.Duration(cfg.StreamIdleTimeout) != 5*time.Minute {
+		t.Errorf("stream_idle_timeout = %v", cfg.StreamIdleTimeout)
 	}
 	wantHC := router.HealthCheck{FailureThreshold: 3, Cooldown: caddy.Duration(30 * time.Second), MaxCooldown: caddy.Duration(5 * time.Minute), Backoff: 2}
 	if cfg.HealthCheck == nil || *cfg.HealthCheck != wantHC {
@@ -239,6 +243,9 @@ func TestUnmarshalGatewayErrors(t *testing.T) {
 		{"bad hops", gw(`max_fallback_hops many`), `invalid max_fallback_hops "many": want an integer`},
 		{"negative hops", gw(`max_fallback_hops -1`), "must be >= 0"},
 		{"zero first byte timeout", gw(`stream_first_byte_timeout 0`), "must be positive"},
+		{"zero idle timeout", gw(`stream_idle_timeout 0`), "must be positive"},
+		{"bad idle timeout", gw(`stream_idle_timeout forever`), `invalid stream_idle_timeout "forever"`},
+		{"idle timeout without value", gw(`stream_idle_timeout`), "wrong argument count"},
 		{"health_check argument", gw(`health_check on`), "wrong argument count"},
 		{"health_check unknown", gw(hc(`threshold 3`)), `unrecognized health_check option "threshold"`},
 		{"zero threshold", gw(hc(`failure_threshold 0`)), "must be >= 1"},

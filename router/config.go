@@ -61,6 +61,12 @@ type Config struct {
 	// headers before the attempt counts as failed and the next client is tried. Default: 60s.
 	StreamFirstByteTimeout caddy.Duration `json:"stream_first_byte_timeout,omitempty"`
 
+	// StreamIdleTimeout ends a committed stream when the upstream sends no byte for this long:
+	// the caller gets the SPEC §6 error event and the audit row records the cut. Reasoning
+	// models can think for minutes between two chunks without sending a byte, so the default is
+	// generous; it bounds how long a silently dead upstream holds a connection. Default: 5m.
+	StreamIdleTimeout caddy.Duration `json:"stream_idle_timeout,omitempty"`
+
 	// HealthCheck configures the passive per-client breaker. Default: enabled with the
 	// defaults documented on HealthCheck.
 	HealthCheck *HealthCheck `json:"health_check,omitempty"`
@@ -77,6 +83,7 @@ const (
 	DefaultMaxFallbackHops        = 3
 	DefaultModelsCacheTTL         = 10 * time.Minute
 	DefaultStreamFirstByteTimeout = 60 * time.Second
+	DefaultStreamIdleTimeout      = 5 * time.Minute
 )
 
 // Strategy names a client-ordering strategy.
@@ -339,6 +346,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StreamFirstByteTimeout < 0 {
 		return fmt.Errorf("stream_first_byte_timeout must not be negative")
+	}
+	if c.StreamIdleTimeout < 0 {
+		return fmt.Errorf("stream_idle_timeout must not be negative")
 	}
 	if err := c.HealthCheck.Validate(); err != nil {
 		return err

@@ -27,6 +27,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative buffered response", func(c *Config) { c.MaxBufferedResponse = -1 }, "max_buffered_response"},
 		{"negative response header timeout", func(c *Config) { c.ResponseHeaderTimeout = -1 }, "response_header_timeout"},
 		{"negative first byte timeout", func(c *Config) { c.StreamFirstByteTimeout = -1 }, "stream_first_byte_timeout"},
+		{"negative idle timeout", func(c *Config) { c.StreamIdleTimeout = -1 }, "stream_idle_timeout"},
 		{"negative threshold", func(c *Config) { c.HealthCheck = &HealthCheck{FailureThreshold: -1} }, "failure_threshold"},
 		{"negative cooldown", func(c *Config) { c.HealthCheck = &HealthCheck{Cooldown: -1} }, "cooldown"},
 		{"negative backoff", func(c *Config) { c.HealthCheck = &HealthCheck{Backoff: -1} }, "backoff"},

@@ -22,17 +22,21 @@ func FuzzReader(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		// maxLine bounds lines and events alike: every event read holds at most that much data.
 		const maxLine = 64
 		whole, errW := readAll(NewReaderSize(bytes.NewReader(in), maxLine))
 		split, errS := readAll(NewReaderSize(iotest.OneByteReader(bytes.NewReader(in)), maxLine))
 		if errW != errS || !reflect.DeepEqual(whole, split) {
 			t.Fatalf("read sizes change the result:\nwhole %+v %v\nsplit %+v %v", whole, errW, split, errS)
 		}
-		if errW != io.EOF && errW != ErrLineTooLong {
+		if errW != io.EOF && errW != ErrLineTooLong && errW != ErrEventTooLarge {
 			t.Fatalf("unexpected error %v", errW)
 		}
 		var enc []byte
 		for i, e := range whole {
+			if len(e.Data) > maxLine {
+				t.Fatalf("event of %d bytes passed the %d-byte limit", len(e.Data), maxLine)
+			}
 			if e.Comment {
 				enc = AppendComment(enc, []byte(e.Data))
 			} else {

@@ -8,8 +8,9 @@ import (
 )
 
 // DefaultMaxLineSize is the longest line a Reader accepts unless told
-// otherwise. A single chat chunk is normally well under 4 KiB, but tool
-// calls and some vendors' final chunks can be much larger.
+// otherwise, and also the most data one event may carry. A single chat
+// chunk is normally well under 4 KiB, but tool calls and some vendors'
+// final chunks can be much larger.
 const DefaultMaxLineSize = 4 << 20
 
 // initialBufferSize is the starting size of a Reader's buffer. It is small
@@ -30,6 +31,12 @@ var bulkPool = sync.Pool{New: func() any { b := make([]byte, bulkBufferSize); re
 // ErrLineTooLong is returned by Reader.Next when a line exceeds the
 // Reader's maximum line size.
 var ErrLineTooLong = errors.New("sse: line too long")
+
+// ErrEventTooLarge is returned by Reader.Next when the data of one event,
+// its "data:" lines joined, would exceed the Reader's maximum line size. An
+// event of many short lines is bounded like one long line: without the
+// bound, an upstream that never ends its event would be buffered whole.
+var ErrEventTooLarge = errors.New("sse: event too large")
 
 // Event is one server-sent event, or one comment line.
 //
@@ -71,8 +78,8 @@ type Reader struct {
 	rd      io.Reader
 	buf     []byte
 	r, w    int
-	err     error // sticky: read error, or ErrLineTooLong
-	maxLine int
+	err     error   // sticky: read error, ErrLineTooLong or ErrEventTooLarge
+	maxLine int     // bounds a line, and the data of an event
 	skipLF  bool    // the last line ended in '\r'; a '\n' right after belongs to it
 	full    bool    // the last read filled all the free space: data comes in bulk
 	small   []byte  // the Reader's own buffer while buf is borrowed from bulkPool
@@ -96,7 +103,9 @@ func NewReader(rd io.Reader) *Reader {
 
 // NewReaderSize returns a Reader reading from rd that fails with
 // ErrLineTooLong on lines longer than maxLine bytes (line terminator not
-// counted). A maxLine <= 0 means DefaultMaxLineSize.
+// counted), and with ErrEventTooLarge on an event whose data would exceed
+// maxLine bytes, so neither buffer ever holds more. A maxLine <= 0 means
+// DefaultMaxLineSize.
 func NewReaderSize(rd io.Reader, maxLine int) *Reader {
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLineSize
@@ -156,8 +165,10 @@ func (r *Reader) Buffered() int {
 
 // Next returns the next event or comment. It returns io.EOF after the last
 // event of a stream that ended cleanly, ErrLineTooLong for an oversized
-// line, and any other error of the underlying reader as is; an event cut
-// short by such an error is discarded.
+// line, ErrEventTooLarge for an oversized event (checked as each data line
+// arrives, before it is kept), and any other error of the underlying reader
+// as is; an event cut short by such an error is discarded. Every error but
+// io.EOF is sticky.
 func (r *Reader) Next() (Event, error) {
 	for {
 		start, end, err := r.readLine()
@@ -199,7 +210,17 @@ func (r *Reader) Next() (Event, error) {
 				r.pinStart = end - len(value)
 				break
 			}
+			size := len(r.data)
+			if r.pinStart >= 0 {
+				size = r.pinEnd - r.pinStart
+			}
+			if size+1+len(value) > r.maxLine {
+				r.resetEvent()
+				_, _, err := r.fail(ErrEventTooLarge)
+				return Event{}, err
+			}
 			r.unpin()
+			r.reserve(1 + len(value))
 			r.data = append(r.data, '\n')
 			r.data = append(r.data, value...)
 		case "event":
@@ -250,9 +271,24 @@ func (r *Reader) resetEvent() {
 // unpin moves a pinned single data value into r.data.
 func (r *Reader) unpin() {
 	if r.pinStart >= 0 {
-		r.data = append(r.data[:0], r.buf[r.pinStart:r.pinEnd]...)
+		r.data = r.data[:0]
+		r.reserve(r.pinEnd - r.pinStart)
+		r.data = append(r.data, r.buf[r.pinStart:r.pinEnd]...)
 		r.pinStart = -1
 	}
+}
+
+// reserve makes room in r.data for n more bytes, doubling its capacity as
+// append would but never beyond maxLine: the callers checked that the data
+// stays within it, so a large event's buffer is never larger than allowed.
+func (r *Reader) reserve(n int) {
+	need := len(r.data) + n
+	if need <= cap(r.data) {
+		return
+	}
+	nd := make([]byte, len(r.data), max(min(2*cap(r.data), r.maxLine), need))
+	copy(nd, r.data)
+	r.data = nd
 }
 
 // readLine returns the offsets in r.buf of the next line, without its

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -103,8 +105,13 @@ func TestReaderMaxLine(t *testing.T) {
 		{"at the limit, crlf", "data: 0123456789\r\n\r\n", []ev{{Data: "0123456789"}}, io.EOF},
 		{"over the limit", "data: a\n\ndata: 01234567890\n\n", []ev{{Data: "a"}}, ErrLineTooLong},
 		{"over the limit at eof", "data: a\n\ndata: 01234567890", []ev{{Data: "a"}}, ErrLineTooLong},
-		{"many short lines", strings.Repeat("data: 0123456789\n", 50) + "\n",
-			[]ev{{Data: strings.TrimSuffix(strings.Repeat("0123456789\n", 50), "\n")}}, io.EOF},
+		{"event at the limit", "data: 0123456\ndata: 01234567\n\n", []ev{{Data: "0123456\n01234567"}}, io.EOF},
+		{"event of empty lines at the limit", strings.Repeat("data\n", 17) + "\n", []ev{{Data: strings.Repeat("\n", 16)}}, io.EOF},
+		{"event over the limit", "data: a\n\ndata: 0123456\ndata: 012345678\n\n", []ev{{Data: "a"}}, ErrEventTooLarge},
+		{"event over the limit at eof", "data: 0123456\ndata: 012345678", nil, ErrEventTooLarge},
+		{"many short lines", strings.Repeat("data: 0123456789\n", 50) + "\n", nil, ErrEventTooLarge},
+		{"comments do not count", "data: 0123456789\n" + strings.Repeat(": 0123456789\n", 5) + "data: 01234\n\n",
+			append(slices.Repeat([]ev{{Comment: true, Data: "0123456789"}}, 5), ev{Data: "0123456789\n01234"}), io.EOF},
 	}
 	for _, tt := range tests {
 		for _, w := range wrappers {
@@ -220,5 +227,55 @@ func TestReaderNoAllocs(t *testing.T) {
 		if allocs != 0 {
 			t.Errorf("read size %d: %v allocs per event, want 0", size, allocs)
 		}
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// TestReaderEventCapBoundsMemory feeds one event of short data lines many times the size limit
+// long: the Reader must fail with ErrEventTooLarge as soon as the event's data would pass the
+// limit, having read little more than the limit from the stream and holding no data buffer
+// larger than it.
+func TestReaderEventCapBoundsMemory(t *testing.T) {
+	line := []byte("data: " + strings.Repeat("x", 1000) + "\n")
+	for _, maxLine := range []int{64 << 10, 0} {
+		t.Run(strconv.Itoa(maxLine), func(t *testing.T) {
+			limit := maxLine
+			if limit == 0 {
+				limit = DefaultMaxLineSize
+			}
+			src := &countingReader{r: io.MultiReader(
+				io.LimitReader(&loopReader{b: line, n: 4096}, int64(16*limit)),
+				strings.NewReader("\n\n"))}
+			r := NewReaderSize(src, maxLine)
+			got, err := readAll(r)
+			if err != ErrEventTooLarge {
+				t.Fatalf("err = %v after %d events, want ErrEventTooLarge", err, len(got))
+			}
+			if len(got) != 0 {
+				t.Errorf("%d events before the error, want none", len(got))
+			}
+			// What was read and not kept as data sits in the read buffer (at most a line, or
+			// the bulk buffer while the stream comes in bulk).
+			if most := limit + bulkBufferSize + len(line); src.n > most {
+				t.Errorf("read %d bytes of the stream before failing, want at most %d", src.n, most)
+			}
+			if cap(r.data) > limit {
+				t.Errorf("event data buffer has capacity %d, over the limit %d", cap(r.data), limit)
+			}
+			if _, err := r.Next(); err != ErrEventTooLarge {
+				t.Errorf("error is not sticky: %v", err)
+			}
+		})
 	}
 }

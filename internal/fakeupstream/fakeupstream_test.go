@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/goccy/go-json"
 	"go.uber.org/goleak"
+
+	"github.com/llmgw/caddy-llm-gateway/sse"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -800,5 +803,122 @@ func BenchmarkServe(b *testing.B) {
 				s.ServeHTTP(w, r)
 			}
 		})
+	}
+}
+
+func TestLargeEvent(t *testing.T) {
+	for _, tc := range []struct {
+		path, body string
+		first      int // the index of the first chunk (a delta)
+	}{
+		{"/chat/completions", `{"model":"m","stream":true}`, 0},
+		{"/completions", `{"model":"m","prompt":"p","stream":true}`, 0},
+		{"/responses", `{"model":"m","input":"p","stream":true}`, 1},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			const size = 100_000
+			s, c := start(t, "s")
+			normal := readSSE(t, c, s.URL()+tc.path, tc.body)
+			s.Set(Settings{LargeEvent: size})
+			padded := readSSE(t, c, s.URL()+tc.path, tc.body)
+			if len(padded) != len(normal) {
+				t.Fatalf("%d events with padding, %d without", len(padded), len(normal))
+			}
+			first := tc.first
+			p, n := padded[first], normal[first]
+			// The size counts the padding lines' "data: " prefixes, which the data does not hold.
+			if !p.Multiline || len(p.Data) < size*(padLine-len("data: "))/padLine || p.Name != n.Name {
+				t.Fatalf("padded event %d: multi-line %v, %d bytes, name %q; want about %d bytes named %q",
+					first, p.Multiline, len(p.Data), p.Name, size, n.Name)
+			}
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, []byte(p.Data)); err != nil || sameAnswer(compact.String()) != sameAnswer(n.Data) {
+				t.Errorf("padded event is not the same JSON (%v):\n%.200s\nwant %s", err, compact.String(), n.Data)
+			}
+			for i := range normal {
+				if i != first && sameAnswer(padded[i].Data) != sameAnswer(normal[i].Data) {
+					t.Errorf("event %d changed: %s, want %s", i, padded[i].Data, normal[i].Data)
+				}
+			}
+		})
+	}
+}
+
+func TestAfterDoneAndLinger(t *testing.T) {
+	s, c := start(t, "s")
+	s.Set(Settings{AfterDone: 2})
+	events := readSSE(t, c, s.URL()+"/chat/completions", `{"model":"m","stream":true}`)
+	if len(events) != 6 || events[3].Data != "[DONE]" {
+		t.Fatalf("events %+v, want 3 chunks, [DONE] and 2 more", events)
+	}
+	for _, e := range events[4:] {
+		if got := field(t, decode(t, []byte(e.Data)), "choices", 0, "delta", "content"); got != "after [DONE]" {
+			t.Errorf("chunk after [DONE] has content %v", got)
+		}
+	}
+
+	// With Linger, the response stays open after [DONE] until the client goes away.
+	s.Set(Settings{Linger: true})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", s.URL()+"/chat/completions", strings.NewReader(`{"model":"m","stream":true}`))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rd := sse.NewReader(resp.Body)
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			t.Fatalf("stream ended before [DONE]: %v", err)
+		}
+		if string(ev.Data) == "[DONE]" {
+			break
+		}
+	}
+	if n := s.Cancelled(); n != 0 {
+		t.Fatalf("%d cancelled before the client went away", n)
+	}
+	cancel()
+	wait, stop := context.WithTimeout(t.Context(), 10*time.Second)
+	defer stop()
+	if err := s.WaitCancelled(wait, 1); err != nil {
+		t.Fatalf("the lingering stream did not wait for its client: %v", err)
+	}
+}
+
+// answerIDs matches what differs between two answers to the same request: ids and times.
+var answerIDs = regexp.MustCompile(`(chatcmpl-|cmpl-|resp_|msg_)[0-9]+|"created(_at)?":[0-9]+`)
+
+// sameAnswer blanks the ids and times of an answer's data, for comparison with another answer.
+func sameAnswer(data string) string { return answerIDs.ReplaceAllString(data, "$1") }
+
+// sseEvent is a copy of an sse.Event.
+type sseEvent struct {
+	Name, Data string
+	Multiline  bool
+}
+
+// readSSE posts body to url and reads the SSE answer with the gateway's own reader, which keeps
+// multi-line events whole.
+func readSSE(t *testing.T, c *http.Client, url, body string) []sseEvent {
+	t.Helper()
+	resp, err := c.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var evs []sseEvent
+	rd := sse.NewReader(resp.Body)
+	for {
+		ev, err := rd.Next()
+		if err == io.EOF {
+			return evs
+		}
+		if err != nil {
+			t.Fatalf("reading stream: %v", err)
+		}
+		evs = append(evs, sseEvent{string(ev.Name), string(ev.Data), ev.Multiline})
 	}
 }

@@ -68,6 +68,20 @@ type Settings struct {
 	// Pings sends an "event: ping" with data {"type":"ping"} before the
 	// first chunk of every stream.
 	Pings bool
+	// LargeEvent, when > 0, pads the first chunk of every stream with
+	// LargeEvent bytes (rounded up to KiB) of whitespace-only data lines of
+	// 1 KiB: one multi-line event, like an upstream that never ends its
+	// event, whose data is still the same JSON once its lines are joined.
+	// The padding is written as it goes, so gigabytes cost no memory.
+	LargeEvent int
+	// AfterDone is the number of chat chunks (content "after [DONE]") that
+	// chat and completions streams send after their [DONE], which no
+	// upstream should do.
+	AfterDone int
+	// Linger keeps every stream's response open after its last event, until
+	// the client goes away (counted as cancelled) or Close: an upstream that
+	// never ends its response.
+	Linger bool
 	// Headers are added to every API answer, e.g. Retry-After or x-request-id.
 	Headers map[string]string
 }
@@ -93,6 +107,9 @@ type settingsJSON struct {
 	Hangup     bool              `json:"hangup"`
 	NoDone     bool              `json:"no_done"`
 	Pings      bool              `json:"pings"`
+	LargeEvent int               `json:"large_event"`
+	AfterDone  int               `json:"after_done"`
+	Linger     bool              `json:"linger"`
 	Headers    map[string]string `json:"headers"`
 }
 
@@ -121,6 +138,7 @@ func (s *Settings) UnmarshalJSON(b []byte) error {
 		Content: w.Content, Reasoning: w.Reasoning, ThinkTags: w.ThinkTags,
 		Usage: w.Usage, Models: w.Models, BreakAfter: w.BreakAfter,
 		Hangup: w.Hangup, NoDone: w.NoDone, Pings: w.Pings, Headers: w.Headers,
+		LargeEvent: w.LargeEvent, AfterDone: w.AfterDone, Linger: w.Linger,
 	}
 	return nil
 }
@@ -133,6 +151,7 @@ func (s *Settings) wire() settingsJSON {
 		Reasoning: c.Reasoning, ThinkTags: c.ThinkTags, Usage: c.Usage,
 		Models: c.Models, BreakAfter: c.BreakAfter, Hangup: c.Hangup,
 		NoDone: c.NoDone, Pings: c.Pings, Headers: c.Headers,
+		LargeEvent: c.LargeEvent, AfterDone: c.AfterDone, Linger: c.Linger,
 	}
 }
 
