@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,7 +142,6 @@ func (h *Handler) Cleanup() error {
 
 // generation is the immutable routing state of one configuration.
 type generation struct {
-	cfg      router.Config // effective config: handler options merged with the YAML file
 	table    *router.Table
 	clients  []*upstreamClient
 	policy   router.Policy
@@ -202,37 +200,18 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 		return nil, fmt.Errorf("llm_gateway: %w", err)
 	}
 
+	s := cfg.Settings()
 	g := &generation{
-		cfg:             cfg,
 		table:           table,
-		policy:          cfg.HealthCheck.Policy(),
-		strategy:        cfg.Strategy,
-		maxBody:         cfg.MaxRequestBody,
-		maxHops:         router.DefaultMaxFallbackHops,
-		firstByteTimout: time.Duration(cfg.StreamFirstByteTimeout),
-		thinking:        cfg.ThinkingFormat,
+		policy:          s.HealthCheck,
+		strategy:        s.Strategy,
+		maxBody:         s.MaxRequestBody,
+		maxHops:         s.MaxFallbackHops,
+		firstByteTimout: s.StreamFirstByteTimeout,
+		thinking:        s.ThinkingFormat,
+		models:          newModelsCache(s.ModelsCacheTTL),
+		wantKeys:        s.Strategy == router.StrategyDeterministic,
 	}
-	if g.strategy == "" {
-		g.strategy = router.StrategyRandom
-	}
-	g.wantKeys = g.strategy == router.StrategyDeterministic
-	if g.maxBody == 0 {
-		g.maxBody = router.DefaultMaxRequestBody
-	}
-	if cfg.MaxFallbackHops != nil {
-		g.maxHops = *cfg.MaxFallbackHops
-	}
-	if g.firstByteTimout == 0 {
-		g.firstByteTimout = router.DefaultStreamFirstByteTimeout
-	}
-	if g.thinking == "" {
-		g.thinking = router.ThinkingPassthrough
-	}
-	ttl := router.DefaultModelsCacheTTL
-	if cfg.ModelsCacheTTL != nil {
-		ttl = time.Duration(*cfg.ModelsCacheTTL)
-	}
-	g.models = newModelsCache(ttl)
 
 	repl := caddy.NewReplacer()
 	for _, c := range table.Clients {
@@ -247,10 +226,9 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 }
 
 func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client, thinking router.ThinkingFormat, prev *generation) (*upstreamClient, error) {
-	base := strings.TrimRight(repl.ReplaceKnown(c.BaseURL, ""), "/")
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("invalid base_url %q", base)
+	base, u, err := router.ParseBaseURL(repl.ReplaceKnown(c.BaseURL, ""))
+	if err != nil {
+		return nil, err
 	}
 	uc := &upstreamClient{
 		Client:    c,
