@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -43,8 +42,15 @@ type Handler struct {
 	router.Config
 
 	logger *zap.Logger
-	ctx    caddy.Context
 	audit  *audit.App // nil when the llm_audit app is not configured
+
+	// loadCtx is the parent of every client transport's own context (see sharedTransport). It
+	// is made from the config's context in Provision, so building a generation later (the YAML
+	// watcher) touches only this handler's state, never the config's Context, whose module
+	// list Caddy appends to without a lock. Being fresh, it has no OnCancel functions for a
+	// child's cancel to run (Caddy's child cancel runs its parent's). It is never cancelled
+	// itself: it loads no module, and the config's cancellation reaches it as a context.
+	loadCtx caddy.Context
 
 	// stopCtx is cancelled when the process exits, cutting in-flight upstream calls so each
 	// writes its (partial) audit row before the writer closes; inflight counts those calls.
@@ -71,8 +77,8 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 // Provision loads the YAML file if one is named, applies defaults, expands placeholders, loads
 // each client's transport and attaches the per-client state that outlives reloads.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	h.ctx = ctx
 	h.logger = ctx.Logger()
+	h.loadCtx, _ = caddy.NewContext(ctx)
 	h.stopCtx, h.stop = context.WithCancel(context.Background())
 	if app, err := ctx.AppIfConfigured("llm_audit"); err == nil {
 		h.audit = app.(*audit.App)
@@ -90,7 +96,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("llm_gateway: reading config: %w", err)
 		}
 	}
-	gen, err := h.build(ctx, data, nil)
+	gen, err := h.build(data, nil)
 	if err != nil {
 		return err
 	}
@@ -142,10 +148,11 @@ func (h *Handler) Validate() error {
 // exitWait bounds how long a process exit waits for cut calls to write their audit rows.
 const exitWait = 5 * time.Second
 
-// Cleanup releases the per-client state references of this config generation. On a reload,
-// calls still running on this generation finish undisturbed (Caddy runs Cleanup while they
-// flow). When the process exits, it cancels them and waits, boundedly, until each has handed
-// its audit row to the writer.
+// Cleanup releases the per-client state references and transports of this config generation.
+// On a reload, calls still running on this generation finish undisturbed (Caddy runs Cleanup
+// while they flow; a transport's cleanup closes only its idle connections). When the process
+// exits, it cancels them and waits, boundedly, until each has handed its audit row to the
+// writer.
 func (h *Handler) Cleanup() error {
 	// Stop the watcher first so it cannot install a generation after this one is released.
 	if h.watcher != nil {
@@ -175,7 +182,6 @@ func (h *Handler) Cleanup() error {
 
 // generation is the immutable routing state of one configuration.
 type generation struct {
-	cfg      router.Config // effective config: handler options merged with the YAML file
 	table    *router.Table
 	clients  []*upstreamClient
 	policy   router.Policy
@@ -200,13 +206,11 @@ type upstreamClient struct {
 	*router.Client
 	base      string   // base_url without a trailing slash
 	baseURL   *url.URL // base, parsed
-	transport http.RoundTripper
-	// transportJSON is the transport config the transport was loaded from.
-	transportJSON json.RawMessage
-	state         *router.ClientState
-	stateKey      string
-	apiKey        string
-	headers       []headerValue // configured extra request headers
+	transport *sharedTransport
+	state     *router.ClientState
+	stateKey  string
+	apiKey    string
+	headers   []headerValue // configured extra request headers
 	// authValue and keyValue are the Authorization and X-Api-Key values of apiKey.
 	authValue, keyValue []string
 	extraBody           []byte
@@ -215,8 +219,9 @@ type upstreamClient struct {
 
 // build makes the routing state from the handler's config merged with yamlData, the content of
 // the YAML file (nil when there is none). Transports of clients unchanged since prev are reused,
-// so a YAML edit does not drop their connection pools.
-func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*generation, error) {
+// so a YAML edit does not drop their connection pools. It runs on one goroutine at a time:
+// Provision's, then the YAML watcher's.
+func (h *Handler) build(yamlData []byte, prev *generation) (*generation, error) {
 	cfg := h.Config
 	cfg.Clients = append([]*router.Client(nil), h.Config.Clients...)
 	if cfg.Config != "" {
@@ -237,52 +242,25 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 		return nil, fmt.Errorf("llm_gateway: %w", err)
 	}
 
+	s := cfg.Settings()
 	g := &generation{
-		cfg:             cfg,
 		table:           table,
-		policy:          cfg.HealthCheck.Policy(),
-		strategy:        cfg.Strategy,
-		maxBody:         cfg.MaxRequestBody,
-		maxHops:         router.DefaultMaxFallbackHops,
-		firstByteTimout: time.Duration(cfg.StreamFirstByteTimeout),
-		idleTimeout:     time.Duration(cfg.StreamIdleTimeout),
-		thinking:        cfg.ThinkingFormat,
+		policy:          s.HealthCheck,
+		strategy:        s.Strategy,
+		maxBody:         s.MaxRequestBody,
+		maxHops:         s.MaxFallbackHops,
+		firstByteTimout: s.StreamFirstByteTimeout,
+		idleTimeout:     s.StreamIdleTimeout,
+		headerTimeout:   s.ResponseHeaderTimeout,
+		maxBuffered:     s.MaxBufferedResponse,
+		thinking:        s.ThinkingFormat,
+		models:          newModelsCache(s.ModelsCacheTTL),
+		wantKeys:        s.Strategy == router.StrategyDeterministic,
 	}
-	if g.strategy == "" {
-		g.strategy = router.StrategyRandom
-	}
-	g.wantKeys = g.strategy == router.StrategyDeterministic
-	if g.maxBody == 0 {
-		g.maxBody = router.DefaultMaxRequestBody
-	}
-	if g.headerTimeout = time.Duration(cfg.ResponseHeaderTimeout); g.headerTimeout == 0 {
-		g.headerTimeout = router.DefaultResponseHeaderTimeout
-	}
-	if g.maxBuffered = cfg.MaxBufferedResponse; g.maxBuffered == 0 {
-		g.maxBuffered = router.DefaultMaxBufferedResponse
-	}
-	g.maxBuffered = min(g.maxBuffered, math.MaxInt64-1) // answers are read up to one byte more
-	if cfg.MaxFallbackHops != nil {
-		g.maxHops = *cfg.MaxFallbackHops
-	}
-	if g.firstByteTimout == 0 {
-		g.firstByteTimout = router.DefaultStreamFirstByteTimeout
-	}
-	if g.idleTimeout == 0 {
-		g.idleTimeout = router.DefaultStreamIdleTimeout
-	}
-	if g.thinking == "" {
-		g.thinking = router.ThinkingPassthrough
-	}
-	ttl := router.DefaultModelsCacheTTL
-	if cfg.ModelsCacheTTL != nil {
-		ttl = time.Duration(*cfg.ModelsCacheTTL)
-	}
-	g.models = newModelsCache(ttl)
 
 	repl := caddy.NewReplacer()
 	for _, c := range table.Clients {
-		uc, err := newUpstreamClient(ctx, repl, c, g.thinking, prev)
+		uc, err := newUpstreamClient(h.loadCtx, repl, c, g.thinking, prev)
 		if err != nil {
 			g.release()
 			return nil, fmt.Errorf("llm_gateway: client %s: %w", c.Name, err)
@@ -292,11 +270,12 @@ func (h *Handler) build(ctx caddy.Context, yamlData []byte, prev *generation) (*
 	return g, nil
 }
 
-func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client, thinking router.ThinkingFormat, prev *generation) (*upstreamClient, error) {
-	base := strings.TrimRight(repl.ReplaceKnown(c.BaseURL, ""), "/")
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("invalid base_url %q", base)
+// newUpstreamClient prepares client c for a generation. Its transport is prev's when the client
+// is unchanged, otherwise loaded in a context of its own under loadCtx.
+func newUpstreamClient(loadCtx caddy.Context, repl *caddy.Replacer, c *router.Client, thinking router.ThinkingFormat, prev *generation) (*upstreamClient, error) {
+	base, u, err := router.ParseBaseURL(repl.ReplaceKnown(c.BaseURL, ""))
+	if err != nil {
+		return nil, err
 	}
 	// A slash before a query ("/v1/?api-version=…") is trimmed too: paths are appended to it.
 	u.Path, u.RawPath = strings.TrimRight(u.Path, "/"), ""
@@ -339,24 +318,10 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 			return nil, err
 		}
 	}
-	uc.transportJSON = raw
-	if p := prev.client(c.Name); p != nil && p.base == base && bytes.Equal(p.transportJSON, raw) {
-		uc.transport = p.transport
-	} else {
-		// LoadModule reads the raw JSON from the struct field; use a copy so the config as
-		// written (and shown by adapt) stays untouched.
-		holder := struct {
-			TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=http.reverse_proxy.transport inline_key=protocol"`
-		}{TransportRaw: raw}
-		mod, err := ctx.LoadModule(&holder, "TransportRaw")
-		if err != nil {
-			return nil, fmt.Errorf("loading transport: %w", err)
-		}
-		rt, ok := mod.(http.RoundTripper)
-		if !ok {
-			return nil, fmt.Errorf("transport module %T is not an http.RoundTripper", mod)
-		}
-		uc.transport = rt
+	if p := prev.client(c.Name); p != nil && p.base == base && bytes.Equal(p.transport.raw, raw) {
+		uc.transport = p.transport.acquire()
+	} else if uc.transport, err = loadTransport(loadCtx, raw); err != nil {
+		return nil, err
 	}
 
 	uc.stateKey = c.Name + "\x00" + base
@@ -364,6 +329,7 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 		return new(clientState), nil
 	})
 	if err != nil {
+		uc.transport.release()
 		return nil, err
 	}
 	uc.state = &st.(*clientState).ClientState
@@ -383,6 +349,57 @@ func enableTLS(raw json.RawMessage) (json.RawMessage, error) {
 	return json.Marshal(m)
 }
 
+// sharedTransport is a client's loaded reverse_proxy transport module, in a Caddy context of
+// its own. Every generation whose client uses it holds a reference, as a YAML edit that leaves a
+// client unchanged hands its transport (and its connection pool) to the next generation. When
+// the last reference goes, cancelling the context runs the module's Cleanup, which for Caddy's
+// HTTP transport closes the idle connections and leaves those of calls in flight alone: a
+// client a YAML edit replaces frees its connections at once, not when the whole Caddy config
+// unloads.
+type sharedTransport struct {
+	http.RoundTripper
+	raw    json.RawMessage // the transport config it was loaded from
+	cancel context.CancelFunc
+	refs   atomic.Int32
+}
+
+// loadTransport loads the transport configured by raw in a new child context of parent, with
+// one reference held by the caller.
+func loadTransport(parent caddy.Context, raw json.RawMessage) (*sharedTransport, error) {
+	ctx, cancel := caddy.NewContext(parent)
+	// LoadModule reads the raw JSON from the struct field and then clears it; use a copy so
+	// the config as written (and shown by adapt) stays untouched.
+	holder := struct {
+		TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=http.reverse_proxy.transport inline_key=protocol"`
+	}{TransportRaw: raw}
+	mod, err := ctx.LoadModule(&holder, "TransportRaw")
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("loading transport: %w", err)
+	}
+	rt, ok := mod.(http.RoundTripper)
+	if !ok {
+		cancel() // cleans the module up
+		return nil, fmt.Errorf("transport module %T is not an http.RoundTripper", mod)
+	}
+	t := &sharedTransport{RoundTripper: rt, raw: raw, cancel: cancel}
+	t.refs.Store(1)
+	return t, nil
+}
+
+// acquire adds a reference for one more generation.
+func (t *sharedTransport) acquire() *sharedTransport {
+	t.refs.Add(1)
+	return t
+}
+
+// release drops a generation's reference; the last one cleans the transport up.
+func (t *sharedTransport) release() {
+	if t.refs.Add(-1) == 0 {
+		t.cancel()
+	}
+}
+
 // headerValue is one configured upstream request header, in the form http.Header stores.
 type headerValue struct {
 	name   string
@@ -400,10 +417,13 @@ func (g *generation) client(name string) *upstreamClient {
 	return nil
 }
 
-// release drops this generation's references to the shared client state.
+// release drops this generation's references to the shared client state and transports. It is
+// called once per generation: when the YAML watcher replaces it, when its handler is cleaned up,
+// or when building it failed.
 func (g *generation) release() {
 	for _, c := range g.clients {
 		_, _ = clientStates.Delete(c.stateKey)
+		c.transport.release()
 	}
 }
 

@@ -86,7 +86,7 @@ func (h *Handler) watchYAML(path string, current []byte) *yamlWatcher {
 // the generation they started with. On error the running config stays.
 func (h *Handler) applyYAML(path string, data []byte) bool {
 	prev := h.gen.Load()
-	gen, err := h.build(h.ctx, data, prev)
+	gen, err := h.build(data, prev)
 	if err != nil {
 		h.logger.Error("config file rejected; keeping the running config",
 			zap.String("file", path), zap.Error(err))

@@ -84,9 +84,9 @@ func UnmarshalGateway(d *caddyfile.Dispenser, cfg *router.Config) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := make(map[string]bool, len(cfg.Clients))
-	for _, c := range cfg.Clients {
-		seen[c.Name] = true
+	names := make(router.ClientNames, len(cfg.Clients))
+	for i, c := range cfg.Clients {
+		names[c.Name] = i
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
@@ -188,7 +188,7 @@ func UnmarshalGateway(d *caddyfile.Dispenser, cfg *router.Config) error {
 			}
 
 		case "client":
-			c, err := unmarshalClient(d, seen)
+			c, err := unmarshalClient(d, names, len(cfg.Clients))
 			if err != nil {
 				return err
 			}
@@ -260,17 +260,17 @@ func unmarshalHealthCheck(d *caddyfile.Dispenser, hc *router.HealthCheck) error 
 	return nil
 }
 
-// unmarshalClient parses a client block; seen holds the names taken so far and gets this one.
-func unmarshalClient(d *caddyfile.Dispenser, seen map[string]bool) (*router.Client, error) {
+// unmarshalClient parses a client block, the client at index i; names holds the names taken so
+// far and gets this one.
+func unmarshalClient(d *caddyfile.Dispenser, names router.ClientNames, i int) (*router.Client, error) {
 	c := new(router.Client)
 	if !d.NextArg() {
 		return nil, d.Err("client needs a name")
 	}
 	c.Name = d.Val()
-	if seen[c.Name] {
-		return nil, d.Errf("duplicate client name %q", c.Name)
+	if err := names.Add(c.Name, i); err != nil {
+		return nil, d.Err(err.Error())
 	}
-	seen[c.Name] = true
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
@@ -282,8 +282,8 @@ func unmarshalClient(d *caddyfile.Dispenser, seen map[string]bool) (*router.Clie
 			if err != nil {
 				return nil, err
 			}
-			if !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") && !strings.Contains(v, "{") {
-				return nil, d.Errf("client %s: base_url %q must start with http:// or https://", c.Name, v)
+			if err := router.CheckBaseURL(v); err != nil {
+				return nil, d.Errf("client %s: %v", c.Name, err)
 			}
 			c.BaseURL = v
 
@@ -425,8 +425,8 @@ func unmarshalClient(d *caddyfile.Dispenser, seen map[string]bool) (*router.Clie
 	}
 	// Checked here rather than left to Validate so the error points at the client in the
 	// Caddyfile.
-	if c.BaseURL == "" {
-		return nil, d.Errf("client %s: base_url is required", c.Name)
+	if err := router.CheckBaseURL(c.BaseURL); err != nil {
+		return nil, d.Errf("client %s: %v", c.Name, err)
 	}
 	if len(c.Match) == 0 {
 		return nil, d.Errf("client %s: at least one match rule is required", c.Name)

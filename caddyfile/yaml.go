@@ -205,7 +205,7 @@ func (p *yamlParser) clients(n *yaml.Node, path string, cfg *router.Config) erro
 	if n.Kind != yaml.SequenceNode {
 		return p.errf(n, "%s: want a list of clients, got %s", path, describe(n))
 	}
-	names := make(map[string]bool, len(n.Content))
+	names := make(router.ClientNames, len(n.Content))
 	for i, item := range n.Content {
 		item = resolve(item)
 		itemPath := fmt.Sprintf("%s[%d]", path, i)
@@ -216,10 +216,9 @@ func (p *yamlParser) clients(n *yaml.Node, path string, cfg *router.Config) erro
 		if c == nil {
 			continue
 		}
-		if names[c.Name] {
-			return p.errf(item, "%s: duplicate client name %q", itemPath, c.Name)
+		if err := names.Add(c.Name, len(cfg.Clients)); err != nil {
+			return p.errf(item, "%s: %v", itemPath, err)
 		}
-		names[c.Name] = true
 		cfg.Clients = append(cfg.Clients, c)
 	}
 	return nil
@@ -302,16 +301,14 @@ func (p *yamlParser) client(n *yaml.Node, path string) (*router.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case c.Name == "":
+	if c.Name == "" {
 		return nil, p.errf(n, "%s: name is required", path)
-	case c.BaseURL == "":
-		return nil, p.errf(n, "%s: base_url is required", path)
-	case !haveMatch:
-		return nil, p.errf(n, "%s: model_match is required", path)
 	}
-	if !strings.HasPrefix(c.BaseURL, "http://") && !strings.HasPrefix(c.BaseURL, "https://") && !strings.Contains(c.BaseURL, "{") {
-		return nil, p.errf(n, "%s: base_url %q must start with http:// or https://", path, c.BaseURL)
+	if err := router.CheckBaseURL(c.BaseURL); err != nil {
+		return nil, p.errf(n, "%s: %v", path, err)
+	}
+	if !haveMatch {
+		return nil, p.errf(n, "%s: model_match is required", path)
 	}
 	if len(c.Match) == 0 {
 		p.warnf(n, "%s: client %q has no usable model_match rule and never matches; skipped", path, c.Name)

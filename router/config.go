@@ -6,6 +6,8 @@ package router
 import (
 	"encoding/json"
 	"fmt"
+	"math"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -85,6 +87,69 @@ const (
 	DefaultStreamFirstByteTimeout = 60 * time.Second
 	DefaultStreamIdleTimeout      = 5 * time.Minute
 )
+
+// Settings are the handler-wide options of a Config with every default applied: what a running
+// config generation uses. Defaults are applied here and nowhere else; a new option gets its
+// field below and its default in Config.Settings.
+type Settings struct {
+	Strategy               Strategy
+	ThinkingFormat         ThinkingFormat
+	ModelsCacheTTL         time.Duration // 0: no cache
+	MaxRequestBody         int64
+	MaxFallbackHops        int // 0: no model fallback
+	StreamFirstByteTimeout time.Duration
+	StreamIdleTimeout      time.Duration
+	ResponseHeaderTimeout  time.Duration
+	MaxBufferedResponse    int64
+	HealthCheck            Policy
+}
+
+// Settings returns c's handler-wide options with defaults where c leaves them unset. c should
+// have passed Validate.
+func (c *Config) Settings() Settings {
+	s := Settings{
+		Strategy:               c.Strategy,
+		ThinkingFormat:         c.ThinkingFormat,
+		ModelsCacheTTL:         DefaultModelsCacheTTL,
+		MaxRequestBody:         c.MaxRequestBody,
+		MaxFallbackHops:        DefaultMaxFallbackHops,
+		StreamFirstByteTimeout: time.Duration(c.StreamFirstByteTimeout),
+		StreamIdleTimeout:      time.Duration(c.StreamIdleTimeout),
+		ResponseHeaderTimeout:  time.Duration(c.ResponseHeaderTimeout),
+		MaxBufferedResponse:    c.MaxBufferedResponse,
+		HealthCheck:            c.HealthCheck.Policy(),
+	}
+	if s.Strategy == "" {
+		s.Strategy = StrategyRandom
+	}
+	if s.ThinkingFormat == "" {
+		s.ThinkingFormat = ThinkingPassthrough
+	}
+	if c.ModelsCacheTTL != nil {
+		s.ModelsCacheTTL = time.Duration(*c.ModelsCacheTTL)
+	}
+	if s.MaxRequestBody == 0 {
+		s.MaxRequestBody = DefaultMaxRequestBody
+	}
+	if c.MaxFallbackHops != nil {
+		s.MaxFallbackHops = *c.MaxFallbackHops
+	}
+	if s.StreamFirstByteTimeout == 0 {
+		s.StreamFirstByteTimeout = DefaultStreamFirstByteTimeout
+	}
+	if s.StreamIdleTimeout == 0 {
+		s.StreamIdleTimeout = DefaultStreamIdleTimeout
+	}
+	if s.ResponseHeaderTimeout == 0 {
+		s.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	if s.MaxBufferedResponse == 0 {
+		s.MaxBufferedResponse = DefaultMaxBufferedResponse
+	}
+	// Answers are read up to one byte more than the bound.
+	s.MaxBufferedResponse = min(s.MaxBufferedResponse, math.MaxInt64-1)
+	return s
+}
 
 // Strategy names a client-ordering strategy.
 type Strategy string
@@ -289,11 +354,8 @@ func (c *Client) Validate() error {
 	if c.Name == "" {
 		return fmt.Errorf("client without a name")
 	}
-	if c.BaseURL == "" {
-		return fmt.Errorf("client %s: base_url is required", c.Name)
-	}
-	if !strings.HasPrefix(c.BaseURL, "http://") && !strings.HasPrefix(c.BaseURL, "https://") && !strings.Contains(c.BaseURL, "{") {
-		return fmt.Errorf("client %s: base_url %q must start with http:// or https://", c.Name, c.BaseURL)
+	if err := CheckBaseURL(c.BaseURL); err != nil {
+		return fmt.Errorf("client %s: %w", c.Name, err)
 	}
 	if len(c.Match) == 0 {
 		return fmt.Errorf("client %s: at least one match rule is required", c.Name)
@@ -353,7 +415,7 @@ func (c *Config) Validate() error {
 	if err := c.HealthCheck.Validate(); err != nil {
 		return err
 	}
-	seen := make(map[string]bool, len(c.Clients))
+	names := make(ClientNames, len(c.Clients))
 	for i, cl := range c.Clients {
 		if cl == nil { // "clients": [null] in JSON
 			return fmt.Errorf("client #%d is empty", i)
@@ -361,12 +423,49 @@ func (c *Config) Validate() error {
 		if err := cl.Validate(); err != nil {
 			return err
 		}
-		if seen[cl.Name] {
-			return fmt.Errorf("duplicate client name %q", cl.Name)
+		if err := names.Add(cl.Name, i); err != nil {
+			return err
 		}
-		seen[cl.Name] = true
 	}
 	return nil
+}
+
+// ClientNames maps the client names of one config to their index. Adding through it is the one
+// place the rule "client names are unique" lives: Config.Validate, NewTable and both parsers
+// (which report the position of the second client) use it.
+type ClientNames map[string]int
+
+// Add records name as the name of client i, or reports that another client has it.
+func (n ClientNames) Add(name string, i int) error {
+	if _, dup := n[name]; dup {
+		return fmt.Errorf("duplicate client name %q", name)
+	}
+	n[name] = i
+	return nil
+}
+
+// CheckBaseURL checks a base_url as written in a config: it is required and must start with
+// http:// or https://. A value holding a placeholder such as {env.UPSTREAM} passes; it is
+// checked whole by ParseBaseURL once expanded. Config.Validate and both parsers use it.
+func CheckBaseURL(s string) error {
+	if s == "" {
+		return fmt.Errorf("base_url is required")
+	}
+	if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") && !strings.Contains(s, "{") {
+		return fmt.Errorf("base_url %q must start with http:// or https://", s)
+	}
+	return nil
+}
+
+// ParseBaseURL parses a base_url after placeholder expansion. It returns the URL without
+// trailing slashes, as requests are built by appending a path to it, and that URL parsed.
+func ParseBaseURL(expanded string) (string, *url.URL, error) {
+	base := strings.TrimRight(expanded, "/")
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", nil, fmt.Errorf("invalid base_url %q", base)
+	}
+	return base, u, nil
 }
 
 // MatchType names how a rule compares model names.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -69,5 +70,125 @@ func TestClientDefaults(t *testing.T) {
 	c.StripThink, c.InjectUsage = &off, &off
 	if c.StripsThink() || c.InjectsUsage() {
 		t.Errorf("explicit false ignored")
+	}
+}
+
+func TestConfigSettings(t *testing.T) {
+	zero, two := 0, 2
+	ttl := caddy.Duration(time.Minute)
+	noTTL := caddy.Duration(0)
+	defaults := Settings{
+		Strategy:               StrategyRandom,
+		ThinkingFormat:         ThinkingPassthrough,
+		ModelsCacheTTL:         DefaultModelsCacheTTL,
+		MaxRequestBody:         DefaultMaxRequestBody,
+		MaxFallbackHops:        DefaultMaxFallbackHops,
+		StreamFirstByteTimeout: DefaultStreamFirstByteTimeout,
+		StreamIdleTimeout:      DefaultStreamIdleTimeout,
+		ResponseHeaderTimeout:  DefaultResponseHeaderTimeout,
+		MaxBufferedResponse:    DefaultMaxBufferedResponse,
+		HealthCheck:            (*HealthCheck)(nil).Policy(),
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+		want func(s *Settings)
+	}{
+		{"empty", Config{}, func(*Settings) {}},
+		{"set", Config{
+			Strategy:               StrategyLeastConnections,
+			ThinkingFormat:         ThinkingThinkTag,
+			ModelsCacheTTL:         &ttl,
+			MaxRequestBody:         1024,
+			MaxFallbackHops:        &two,
+			StreamFirstByteTimeout: caddy.Duration(5 * time.Second),
+			StreamIdleTimeout:      caddy.Duration(time.Minute),
+			ResponseHeaderTimeout:  caddy.Duration(2 * time.Minute),
+			MaxBufferedResponse:    1 << 20,
+			HealthCheck:            &HealthCheck{FailureThreshold: 7},
+		}, func(s *Settings) {
+			s.Strategy = StrategyLeastConnections
+			s.ThinkingFormat = ThinkingThinkTag
+			s.ModelsCacheTTL = time.Minute
+			s.MaxRequestBody = 1024
+			s.MaxFallbackHops = 2
+			s.StreamFirstByteTimeout = 5 * time.Second
+			s.StreamIdleTimeout = time.Minute
+			s.ResponseHeaderTimeout = 2 * time.Minute
+			s.MaxBufferedResponse = 1 << 20
+			s.HealthCheck.FailureThreshold = 7
+		}},
+		// Pointers distinguish "0 = off" from "unset = default".
+		{"explicit zeros", Config{ModelsCacheTTL: &noTTL, MaxFallbackHops: &zero}, func(s *Settings) {
+			s.ModelsCacheTTL = 0
+			s.MaxFallbackHops = 0
+		}},
+		{"health check disabled", Config{HealthCheck: &HealthCheck{Disabled: true}}, func(s *Settings) {
+			s.HealthCheck.Enabled = false
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := defaults
+			tt.want(&want)
+			if got := tt.cfg.Settings(); got != want {
+				t.Errorf("Settings() = %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestBaseURL(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want string // error substring; "" means valid
+	}{
+		{"http://h/v1", ""},
+		{"https://h/v1/", ""},
+		{"{env.UPSTREAM}/v1", ""}, // checked after expansion
+		{"", "base_url is required"},
+		{"ftp://h", `base_url "ftp://h" must start with http:// or https://`},
+		{"h/v1", "must start with"},
+	} {
+		err := CheckBaseURL(tt.in)
+		if (err == nil) != (tt.want == "") || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("CheckBaseURL(%q) = %v, want %q", tt.in, err, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		in, base string // base "" means an error
+	}{
+		{"http://h:8080/v1", "http://h:8080/v1"},
+		{"https://h/v1//", "https://h/v1"},
+		{"http:///v1", ""},   // no host
+		{"ftp://h/v1", ""},   // placeholder expanded to another scheme
+		{"http://h/%zz", ""}, // unparsable
+		{"/v1", ""},          // placeholder expanded to nothing
+	} {
+		base, u, err := ParseBaseURL(tt.in)
+		switch {
+		case tt.base == "" && err == nil:
+			t.Errorf("ParseBaseURL(%q) = %q, want an error", tt.in, base)
+		case tt.base != "" && (err != nil || base != tt.base || u.String() != tt.base):
+			t.Errorf("ParseBaseURL(%q) = %q, %v, %v; want %q", tt.in, base, u, err, tt.base)
+		case err != nil && !strings.Contains(err.Error(), "invalid base_url"):
+			t.Errorf("ParseBaseURL(%q) error %q", tt.in, err)
+		}
+	}
+}
+
+func TestClientNames(t *testing.T) {
+	n := make(ClientNames)
+	if err := n.Add("a", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Add("b", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Add("a", 2); err == nil || err.Error() != `duplicate client name "a"` {
+		t.Errorf("second a: %v", err)
+	}
+	if n["a"] != 0 || n["b"] != 1 {
+		t.Errorf("names = %v", n)
 	}
 }

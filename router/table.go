@@ -12,7 +12,7 @@ type Table struct {
 	// Order and the fallback helpers deal in. Callers must not modify it.
 	Clients []*Client
 
-	byName map[string]int
+	byName ClientNames
 }
 
 // NewTable compiles the match rules of clients and indexes them by name. It rejects nil clients,
@@ -21,7 +21,7 @@ type Table struct {
 func NewTable(clients []*Client) (*Table, error) {
 	t := &Table{
 		Clients: slices.Clone(clients),
-		byName:  make(map[string]int, len(clients)),
+		byName:  make(ClientNames, len(clients)),
 	}
 	for i, c := range t.Clients {
 		if c == nil {
@@ -30,15 +30,14 @@ func NewTable(clients []*Client) (*Table, error) {
 		if c.Name == "" {
 			return nil, fmt.Errorf("client #%d has no name", i)
 		}
-		if _, dup := t.byName[c.Name]; dup {
-			return nil, fmt.Errorf("duplicate client name %q", c.Name)
+		if err := t.byName.Add(c.Name, i); err != nil {
+			return nil, err
 		}
 		for j := range c.Match {
 			if err := c.Match[j].Compile(); err != nil {
 				return nil, fmt.Errorf("client %s: %w", c.Name, err)
 			}
 		}
-		t.byName[c.Name] = i
 	}
 	return t, nil
 }
