@@ -81,6 +81,12 @@ type Record struct {
 	Tried string
 	// Error is a short description of the failure, empty on success.
 	Error string
+	// Key is the name of the gateway key the call was made with (never the
+	// secret); empty, stored as NULL, when the gateway has no keys.
+	Key string
+	// CostUSD is the call's price in US dollars from the gateway's prices;
+	// nil, stored as NULL, when no price names the model.
+	CostUSD *float64
 }
 
 // Body storage policies, the values of App.Bodies.

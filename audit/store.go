@@ -21,7 +21,8 @@ const createTable = `CREATE TABLE IF NOT EXISTS records (
 	Tool BOOLEAN, Multimodal BOOLEAN,
 	Headers TEXT, Request TEXT, Response TEXT,
 	Backend TEXT, Status INTEGER, LatencyMs INTEGER, TTFTMs INTEGER,
-	Stream BOOLEAN, Endpoint TEXT, RequestID TEXT, Tried TEXT, Error TEXT
+	Stream BOOLEAN, Endpoint TEXT, RequestID TEXT, Tried TEXT, Error TEXT,
+	Key TEXT, CostUSD REAL
 )`
 
 // addedColumns are the columns an origin-created table lacks, in order, with
@@ -36,6 +37,8 @@ var addedColumns = [...]struct{ name, decl string }{
 	{"RequestID", "TEXT"},
 	{"Tried", "TEXT"},
 	{"Error", "TEXT"},
+	{"Key", "TEXT"},
+	{"CostUSD", "REAL"},
 }
 
 // insertSQL binds every column but id, in table order. Headers and the
@@ -45,9 +48,9 @@ var addedColumns = [...]struct{ name, decl string }{
 const insertSQL = `INSERT INTO records (
 	Time, IP, Model, Type, CompletionTokens, PromptTokens, TotalTokens,
 	Tool, Multimodal, Headers, Request, Response,
-	Backend, Status, LatencyMs, TTFTMs, Stream, Endpoint, RequestID, Tried, Error
+	Backend, Status, LatencyMs, TTFTMs, Stream, Endpoint, RequestID, Tried, Error, Key, CostUSD
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, CAST(?10 AS TEXT), CAST(?11 AS TEXT), CAST(?12 AS TEXT),
-	?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)`
+	?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)`
 
 // busyTimeout bounds how long a write waits for a reader (e.g. the
 // llm-audit command or an operator's sqlite3 shell) holding a lock.

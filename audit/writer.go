@@ -478,6 +478,8 @@ func (w *Writer) bindRow(it item) (err error) {
 		s.BindText(19, r.RequestID),
 		s.BindText(20, r.Tried),
 		s.BindText(21, r.Error),
+		w.bindKey(22, r),
+		w.bindCost(23, r),
 	}
 	return errors.Join(errs[:]...)
 }
@@ -488,6 +490,20 @@ func (w *Writer) bindHeaders(param int, r *Record, pol *policy) error {
 	}
 	w.buf, w.keys = appendHeadersJSON(w.buf[:0], r.Headers, pol.redact, w.keys, &w.hbuf)
 	return w.st.insert.BindBlob(param, w.buf)
+}
+
+func (w *Writer) bindKey(param int, r *Record) error {
+	if r.Key == "" {
+		return w.st.insert.BindNull(param)
+	}
+	return w.st.insert.BindText(param, r.Key)
+}
+
+func (w *Writer) bindCost(param int, r *Record) error {
+	if r.CostUSD == nil {
+		return w.st.insert.BindNull(param)
+	}
+	return w.st.insert.BindFloat(param, *r.CostUSD)
 }
 
 func (w *Writer) bindTTFT(param int, r *Record) error {

@@ -74,19 +74,21 @@ func TestWriterStoresEveryColumn(t *testing.T) {
 	w.Enqueue(fullRecord(1, at))
 	nonStream := fullRecord(2, at)
 	nonStream.Stream, nonStream.TTFTMs, nonStream.Headers, nonStream.Error, nonStream.Status = false, 5, nil, "upstream_error", 502
+	cost := 0.000125
+	nonStream.Key, nonStream.CostUSD = "team-a", &cost
 	w.Enqueue(nonStream)
 	syncWriter(t, w)
 
 	rows := query(t, cfg.path, `SELECT id, Time, IP, Model, Type, CompletionTokens, PromptTokens, TotalTokens,
 		Tool, Multimodal, Headers, Request, Response, Backend, Status, LatencyMs, TTFTMs, Stream,
-		Endpoint, RequestID, Tried, Error FROM records ORDER BY id`)
+		Endpoint, RequestID, Tried, Error, Key, CostUSD FROM records ORDER BY id`)
 	want := [][]any{
 		{int64(1), "2026-07-23 11:29:25.123456", "192.0.2.7", "gpt-4o", "chat.completions", int64(7), int64(11), int64(18),
 			int64(1), int64(0), `{"accept":"*/*","authorization":"Bearer sk-ab…yz"}`, `{"model":"gpt-4o","messages":[]}`, `{"id":"x"}`,
-			"primary", int64(200), int64(101), int64(12), int64(1), "/v1/chat/completions", "req-1", "primary", ""},
+			"primary", int64(200), int64(101), int64(12), int64(1), "/v1/chat/completions", "req-1", "primary", "", nil, nil},
 		{int64(2), "2026-07-23 11:29:25.123456", "192.0.2.7", "gpt-4o", "chat.completions", int64(7), int64(11), int64(18),
 			int64(1), int64(0), nil, `{"model":"gpt-4o","messages":[]}`, `{"id":"x"}`,
-			"primary", int64(502), int64(102), nil, int64(0), "/v1/chat/completions", "req-2", "primary", "upstream_error"},
+			"primary", int64(502), int64(102), nil, int64(0), "/v1/chat/completions", "req-2", "primary", "upstream_error", "team-a", 0.000125},
 	}
 	if fmt.Sprintf("%#v", rows) != fmt.Sprintf("%#v", want) {
 		t.Errorf("rows:\n%#v\nwant:\n%#v", rows, want)
