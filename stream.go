@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/goccy/go-json"
-
 	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
@@ -106,7 +104,7 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 			default:
 				c.res.Err = "upstream stream interrupted: " + err.Error()
 			}
-			out.buf = c.appendStreamError(out.grab(), c.res.Err)
+			out.buf = sse.AppendStreamError(out.grab(), c.ep.protocol(), c.res.Err)
 			_ = out.send()
 			return
 		}
@@ -120,7 +118,7 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 			if c.res.TTFT == 0 {
 				c.res.TTFT = time.Since(c.start)
 			}
-			c.passThroughUsage(ev)
+			c.res.Usage = sse.EventUsage(c.res.Usage, ev.Name, ev.Data)
 			out.buf = sse.AppendEvent(out.grab(), ev.Name, ev.Data)
 		case sse.IsDone(ev.Data):
 			if flush := tr.Flush(); flush != nil {
@@ -323,64 +321,13 @@ func (r *relay) release() {
 // commentPing replaces upstream ping events: SSE clients ignore comments.
 var commentPing = []byte("ping")
 
-// appendStreamError appends the event that tells the caller the upstream broke mid-stream, in
-// the shape of the endpoint's protocol; no [DONE] follows it.
-func (c *call) appendStreamError(buf []byte, msg string) []byte {
-	switch c.ep {
+// protocol is the stream protocol of the endpoint's answers.
+func (e endpoint) protocol() sse.Protocol {
+	switch e {
 	case epResponses:
-		data, _ := json.Marshal(map[string]any{"type": "error", "code": "upstream_error", "message": msg, "param": nil})
-		return sse.AppendEvent(buf, []byte("error"), data)
+		return sse.Responses
 	case epMessages:
-		data, _ := json.Marshal(map[string]any{"type": "error", "error": map[string]string{"type": "api_error", "message": msg}})
-		return sse.AppendEvent(buf, []byte("error"), data)
+		return sse.Anthropic
 	}
-	return sse.AppendEvent(buf, nil, sse.ErrorChunk(msg))
-}
-
-// passThroughUsage picks usage out of Responses and Anthropic Messages stream events, which
-// carry it in named events rather than in a final chunk.
-func (c *call) passThroughUsage(ev sse.Event) {
-	switch string(ev.Name) {
-	case "response.completed":
-		var v struct {
-			Response struct {
-				Usage struct {
-					InputTokens  int64 `json:"input_tokens"`
-					OutputTokens int64 `json:"output_tokens"`
-					TotalTokens  int64 `json:"total_tokens"`
-				} `json:"usage"`
-			} `json:"response"`
-		}
-		if json.Unmarshal(ev.Data, &v) == nil {
-			u := v.Response.Usage
-			c.res.Usage = sse.Usage{PromptTokens: u.InputTokens, CompletionTokens: u.OutputTokens, TotalTokens: u.TotalTokens}
-			if u.TotalTokens == 0 {
-				c.res.Usage.TotalTokens = u.InputTokens + u.OutputTokens
-			}
-		}
-	case "message_start":
-		var v struct {
-			Message struct {
-				Usage struct {
-					InputTokens  int64 `json:"input_tokens"`
-					OutputTokens int64 `json:"output_tokens"`
-				} `json:"usage"`
-			} `json:"message"`
-		}
-		if json.Unmarshal(ev.Data, &v) == nil {
-			c.res.Usage.PromptTokens = v.Message.Usage.InputTokens
-			c.res.Usage.CompletionTokens = v.Message.Usage.OutputTokens
-			c.res.Usage.TotalTokens = c.res.Usage.PromptTokens + c.res.Usage.CompletionTokens
-		}
-	case "message_delta":
-		var v struct {
-			Usage struct {
-				OutputTokens int64 `json:"output_tokens"`
-			} `json:"usage"`
-		}
-		if json.Unmarshal(ev.Data, &v) == nil && v.Usage.OutputTokens > 0 {
-			c.res.Usage.CompletionTokens = v.Usage.OutputTokens
-			c.res.Usage.TotalTokens = c.res.Usage.PromptTokens + c.res.Usage.CompletionTokens
-		}
-	}
+	return sse.OpenAI
 }

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/goccy/go-json"
 	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/audit"
@@ -380,15 +379,8 @@ func (t *tailWriter) usage() (sse.Usage, bool) {
 // sseErrorJSON turns an error an upstream sent as SSE into a JSON body: the first event whose
 // data is a JSON object, else the text wrapped in an OpenAI error.
 func sseErrorJSON(body []byte, status int) []byte {
-	rd := sse.NewReader(bytes.NewReader(body))
-	for {
-		ev, err := rd.Next()
-		if err != nil {
-			break
-		}
-		if data := bytes.TrimSpace(ev.Data); !ev.Comment && len(data) > 0 && data[0] == '{' && json.Valid(data) {
-			return append([]byte(nil), data...)
-		}
+	if data, ok := sse.ErrorJSON(body); ok {
+		return data
 	}
 	msg := strings.TrimSpace(string(body))
 	if msg == "" {
