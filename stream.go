@@ -23,47 +23,46 @@ import (
 // that waited stream_idle_timeout for a byte. It is nil when the attempt has no such context
 // (a non-streaming request the upstream answered with a stream); that answer is then read
 // without an idle timeout.
-func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel context.CancelCauseFunc) {
+func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, resp *http.Response, cancel context.CancelCauseFunc) (ans answer) {
 	defer resp.Body.Close()
-	c.res.Status = resp.StatusCode
+	ans.status = resp.StatusCode
 
-	h := c.w.Header()
+	h := d.w.Header()
 	copyResponseHeader(h, resp.Header, true)
-	c.setGatewayHeaders()
+	setGatewayHeaders(h, d.tried, d.backend)
 	if h.Get("Cache-Control") == "" {
 		h.Set("Cache-Control", "no-cache")
 	}
 	h.Set("X-Accel-Buffering", "no")
-	c.w.WriteHeader(resp.StatusCode)
-	c.dropBodies()
+	d.w.WriteHeader(resp.StatusCode)
 
-	out := &relay{c: c, upstream: resp.Body, rc: http.NewResponseController(c.w), unflushed: true}
-	if c.keepBodies() {
-		out.transcript = audit.NewBodyBuffer(c.h.audit.MaxBodySize)
+	out := &relay{w: d.w, upstream: resp.Body, rc: http.NewResponseController(d.w), unflushed: true}
+	if d.keepBodies {
+		out.transcript = audit.NewBodyBuffer(d.auditMax)
 	}
 	if cancel != nil {
-		out.cancel, out.idle = cancel, c.g.idleTimeout
+		out.cancel, out.idle = cancel, g.idleTimeout
 	}
 	defer func() {
 		out.stopClock()
 		out.release()
 		if out.transcript != nil {
-			c.res.Response = out.transcript.Bytes()
+			ans.response = out.transcript.Bytes()
 		}
 	}()
 	if out.send() != nil { // the headers leave at once
-		c.callerGone()
-		return
+		ans.callerGone()
+		return ans
 	}
 
-	kind, chunked := c.ep.sseKind()
+	kind, chunked := req.ep.sseKind()
 	var tr *sse.ChunkTransformer
 	if chunked {
 		tr = sse.NewChunkTransformer(sse.Options{
 			Kind:               kind,
-			Prefix:             uc.SpecialPrefix,
-			Thinking:           c.format(uc),
-			DropUsageOnlyChunk: c.injectedUsage,
+			Prefix:             spec.uc.SpecialPrefix,
+			Thinking:           req.ep.format(spec.uc),
+			DropUsageOnlyChunk: spec.injectedUsage,
 		})
 	}
 
@@ -78,9 +77,9 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 		// Usage seen before a cut still counts.
 		defer func() {
 			if u, ok := tr.Usage(); ok {
-				c.res.Usage = u
+				ans.usage = u
 			}
-			c.res.FinishReason = tr.FinishReason()
+			ans.finishReason = tr.FinishReason()
 		}()
 	}
 	for !sawDone {
@@ -89,24 +88,24 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 			if err == io.EOF {
 				break
 			}
-			c.res.Partial = true
-			if out.werr != nil || c.r.Context().Err() != nil {
-				c.callerGone()
-				return
+			ans.partial = true
+			if out.werr != nil || req.r.Context().Err() != nil {
+				ans.callerGone()
+				return ans
 			}
 			switch {
-			case c.h.stopCtx.Err() != nil:
-				c.res.Err = "stream cut: the gateway is shutting down"
+			case d.stopCtx.Err() != nil:
+				ans.err = "stream cut: the gateway is shutting down"
 			case out.expired.Load():
-				c.res.Err = "upstream stream interrupted: the upstream sent nothing for " + out.idle.String() + " (stream_idle_timeout)"
+				ans.err = "upstream stream interrupted: the upstream sent nothing for " + out.idle.String() + " (stream_idle_timeout)"
 			case errors.Is(err, sse.ErrEventTooLarge), errors.Is(err, sse.ErrLineTooLong):
-				c.res.Err = "upstream stream interrupted: " + err.Error() + " (over " + strconv.Itoa(sse.DefaultMaxLineSize) + " bytes)"
+				ans.err = "upstream stream interrupted: " + err.Error() + " (over " + strconv.Itoa(sse.DefaultMaxLineSize) + " bytes)"
 			default:
-				c.res.Err = "upstream stream interrupted: " + err.Error()
+				ans.err = "upstream stream interrupted: " + err.Error()
 			}
-			out.buf = sse.AppendStreamError(out.grab(), c.ep.protocol(), c.res.Err)
+			out.buf = sse.AppendStreamError(out.grab(), req.ep.protocol(), ans.err)
 			_ = out.send()
-			return
+			return ans
 		}
 		if ev.Comment {
 			continue
@@ -115,10 +114,10 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 		case sse.IsPing(ev.Name, ev.Data):
 			out.buf = sse.AppendComment(out.grab(), commentPing)
 		case !chunked:
-			if c.res.TTFT == 0 {
-				c.res.TTFT = time.Since(c.start)
+			if ans.ttft == 0 {
+				ans.ttft = time.Since(req.start)
 			}
-			c.res.Usage = sse.EventUsage(c.res.Usage, ev.Name, ev.Data)
+			ans.usage = sse.EventUsage(ans.usage, ev.Name, ev.Data)
 			out.buf = sse.AppendEvent(out.grab(), ev.Name, ev.Data)
 		case sse.IsDone(ev.Data):
 			if flush := tr.Flush(); flush != nil {
@@ -131,8 +130,8 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 			if !forward {
 				continue
 			}
-			if c.res.TTFT == 0 && tr.FirstContent() {
-				c.res.TTFT = time.Since(c.start)
+			if ans.ttft == 0 && tr.FirstContent() {
+				ans.ttft = time.Since(req.start)
 			}
 			if ev.Multiline {
 				out.buf = sse.AppendEvent(out.grab(), ev.Name, data)
@@ -149,14 +148,15 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 		out.buf = append(out.grab(), sse.DoneEvent...)
 	}
 	if out.send() != nil && !sawDone {
-		c.res.Partial = true
-		c.callerGone()
+		ans.partial = true
+		ans.callerGone()
 	}
 	if sawDone {
 		// After [DONE] the answer is complete: the SDKs close the body there, and what the
 		// upstream sends or does next changes nothing for the caller.
 		out.drain()
 	}
+	return ans
 }
 
 // dropBodies lets go of the caller's request body and the one sent upstream, unless the audit log
@@ -164,18 +164,18 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 // lasts minutes. The audit row's flags are read from them first. The routing keys go too: they may
 // share memory with a decoded copy of the body.
 func (c *call) dropBodies() {
-	if c.keepBodies() {
+	if c.req.bodies {
 		return
 	}
-	if c.audit.Writer() != nil {
+	if c.req.auditing {
 		body := c.res.RequestBody
 		if body == nil {
-			body = c.body
+			body = c.req.body
 		}
-		c.tool, c.multimodal = c.requestFlags(body)
+		c.tool, c.multimodal = c.req.requestFlags(body)
 	}
 	c.bodiesDropped = true
-	c.body, c.res.RequestBody, c.info.Keys = nil, nil, nil
+	c.req.body, c.res.RequestBody, c.req.info.Keys = nil, nil, nil
 }
 
 // readerPool recycles SSE readers and their buffers across streams.
@@ -189,7 +189,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // reader: every time the reader needs more upstream bytes, the events assembled so far are
 // written and flushed first.
 type relay struct {
-	c          *call
+	w          http.ResponseWriter
 	upstream   io.Reader
 	rc         *http.ResponseController
 	buf        []byte            // events not yet sent; nil when none
@@ -287,7 +287,7 @@ func (r *relay) send() error {
 		return r.werr
 	}
 	if len(r.buf) > 0 {
-		if _, err := r.c.w.Write(r.buf); err != nil {
+		if _, err := r.w.Write(r.buf); err != nil {
 			r.werr = err
 		} else {
 			r.unflushed = true
