@@ -8,8 +8,11 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
 	"github.com/llmgw/caddy-llm-gateway/router"
+	"github.com/llmgw/caddy-llm-gateway/sse"
 )
 
 func TestRetryable(t *testing.T) {
@@ -340,4 +344,205 @@ func TestRecordVerdict(t *testing.T) {
 			t.Errorf("outcome %d: breaker open = %v, want %v", tt.kind, !ok, tt.open)
 		}
 	}
+}
+
+func TestSniff(t *testing.T) {
+	g := &generation{maxBody: 128}
+	for _, tt := range []struct {
+		name, path, ct, body string
+		ep                   endpoint
+		status               int // 0: sniffed
+		pass                 bool
+		model                string
+		stream               bool
+	}{
+		{"chat", "/v1/chat/completions", "application/json", `{"model":"m","stream":true}`, epChat, 0, false, "m", true},
+		{"embeddings never stream", "/v1/embeddings", "application/json", `{"model":"m","stream":true}`, epEmbeddings, 0, false, "m", false},
+		{"dot segment", "/v1/../x", "application/json", `{"model":"m"}`, epGeneric, 400, false, "", false},
+		{"too large", "/v1/chat/completions", "application/json", `{"model":"` + strings.Repeat("x", 128) + `"}`, epChat, 413, false, "", false},
+		{"no model", "/v1/chat/completions", "application/json", `{}`, epChat, 400, false, "", false},
+		{"generic without model passes on", "/v1/files", "application/json", `{}`, epGeneric, 0, true, "", false},
+		{"generic with a non-string model", "/v1/x", "application/json", `{"model":1}`, epGeneric, 400, false, "", false},
+		{"audio needs multipart", "/v1/audio/transcriptions", "application/json", `{"model":"m"}`, epAudio, 400, false, "", false},
+		{"multipart", "/v1/audio/transcriptions", "multipart/form-data; boundary=b",
+			"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--b--\r\n", epAudio, 0, false, "whisper", false},
+		{"bad model name", "/v1/chat/completions", "application/json", `{"model":"a\u0000b"}`, epChat, 400, false, "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _ := http.NewRequest(http.MethodPost, "http://gw"+tt.path, strings.NewReader(tt.body))
+			r.URL.Path = tt.path // kept as sent: the server does not clean it
+			r.Header.Set("Content-Type", tt.ct)
+			req, pass, e := g.sniff(apiRequest{r: r, ep: tt.ep})
+			if pass != tt.pass {
+				t.Fatalf("pass = %v, want %v", pass, tt.pass)
+			}
+			switch {
+			case tt.status != 0 && (e == nil || e.status != tt.status):
+				t.Fatalf("error %+v, want status %d", e, tt.status)
+			case tt.status == 0 && e != nil:
+				t.Fatalf("error %+v", e)
+			}
+			if tt.status == 0 && (req.info.Model != tt.model || req.stream != tt.stream) {
+				t.Errorf("model %q stream %v, want %q %v", req.info.Model, req.stream, tt.model, tt.stream)
+			}
+			if (tt.pass || tt.status == 0) && string(req.body) != tt.body {
+				t.Errorf("body %q, want the caller's", req.body)
+			}
+		})
+	}
+}
+
+// roundTripFunc is a transport made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func answerWith(status int, contentType, body string) roundTripFunc {
+	return func(r *http.Request) (*http.Response, error) {
+		h := http.Header{"Content-Type": {contentType}}
+		return &http.Response{StatusCode: status, Header: h, Body: io.NopCloser(strings.NewReader(body)),
+			ContentLength: int64(len(body)), Request: r}, nil
+	}
+}
+
+// unsized makes rt's answers of unknown length.
+func unsized(rt roundTripFunc) roundTripFunc {
+	return func(r *http.Request) (*http.Response, error) {
+		resp, err := rt(r)
+		if resp != nil {
+			resp.ContentLength = -1
+		}
+		return resp, err
+	}
+}
+
+func TestAttempt(t *testing.T) {
+	refused := errors.New("connection refused")
+	for _, tt := range []struct {
+		name     string
+		rt       roundTripFunc
+		stream   bool
+		gone     bool // the caller's context is cancelled first
+		kind     outcomeKind
+		failKind failureKind
+		body     string
+	}{
+		{"connect failure", func(*http.Request) (*http.Response, error) { return nil, refused }, false, false, outFailed, failConnect, ""},
+		{"caller gone", func(*http.Request) (*http.Response, error) { return nil, context.Canceled }, false, true, outGone, failNone, ""},
+		{"header timeout", func(r *http.Request) (*http.Response, error) {
+			<-r.Context().Done()
+			return nil, r.Context().Err()
+		}, false, false, outFailed, failTimeout, ""},
+		{"retryable status", answerWith(503, "application/json", `{"error":"busy"}`), false, false, outFailed, failUpstream, `{"error":"busy"}`},
+		{"final error status", answerWith(400, "application/json", `{"error":"bad"}`), false, false, outBuffered, failNone, `{"error":"bad"}`},
+		{"buffered", answerWith(200, "application/json", `{"ok":1}`), false, false, outBuffered, failNone, `{"ok":1}`},
+		{"declared large", answerWith(200, "application/json", strings.Repeat("x", 100)), false, false, outLarge, failNone, ""},
+		{"large", unsized(answerWith(200, "application/json", strings.Repeat("x", 100))), false, false, outLarge, failNone, ""},
+		{"stream", answerWith(200, "text/event-stream", "data: {}\n\n"), true, false, outStream, failNone, ""},
+		{"failed stream is buffered", answerWith(400, "text/event-stream", "data: {}\n\n"), true, false, outBuffered, failNone, "data: {}\n\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			base, _ := url.Parse("http://a.invalid/v1")
+			uc := &upstreamClient{Client: &router.Client{Name: "a"}, baseURL: base, transport: tt.rt, state: new(router.ClientState)}
+			g := &generation{headerTimeout: 50 * time.Millisecond, firstByteTimout: 50 * time.Millisecond, maxBuffered: 64}
+			r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
+			req := &apiRequest{r: r, ep: epChat, upPath: "/chat/completions", stream: tt.stream}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.gone {
+				cancel()
+			}
+			out := attempt(ctx, g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+			defer out.release()
+			if out.kind != tt.kind || out.failure.kind != tt.failKind {
+				t.Fatalf("outcome %d failure %d (%v), want %d %d", out.kind, out.failure.kind, out.failure.err, tt.kind, tt.failKind)
+			}
+			if got := string(out.body) + string(out.failure.body); tt.body != "" && got != tt.body {
+				t.Errorf("body %q, want %q", got, tt.body)
+			}
+			if tt.kind == outLarge && out.resp.ContentLength < 0 && len(out.body) != 65 {
+				t.Errorf("large answer: head of %d bytes, want max_buffered_response+1", len(out.body))
+			}
+			if n := uc.state.InFlight.Load(); n != 1 {
+				t.Errorf("in flight %d during the outcome, want 1", n)
+			}
+		})
+	}
+}
+
+func TestCopyAnswers(t *testing.T) {
+	uc := &upstreamClient{Client: &router.Client{Name: "a"}}
+	spec := &attemptSpec{uc: uc}
+	resp := func(status int, ct, body string) *http.Response {
+		return &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {ct}}, Body: io.NopCloser(strings.NewReader(body))}
+	}
+
+	t.Run("buffered", func(t *testing.T) {
+		w := httptest.NewRecorder()
+		req := &apiRequest{ep: epChat}
+		body := `{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`
+		ans := writeBuffered(delivery{w: w, tried: []string{"x", "a"}, backend: "a"}, req, spec, resp(200, "application/json", body), []byte(body))
+		if ans.status != 200 || ans.usage != (sse.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}) || string(ans.response) != body {
+			t.Errorf("answer %+v", ans)
+		}
+		if w.Body.String() != body || w.Header().Get(headerTried) != "x,a" || w.Header().Get(headerBackend) != "a" {
+			t.Errorf("caller got %q, headers %v", w.Body.String(), w.Header())
+		}
+	})
+
+	t.Run("failed stream answered in JSON", func(t *testing.T) {
+		w := httptest.NewRecorder()
+		req := &apiRequest{ep: epChat, stream: true}
+		body := "data: {\"error\":{\"message\":\"bad\"}}\n\n"
+		ans := writeBuffered(delivery{w: w}, req, spec, resp(400, "text/event-stream", body), []byte(body))
+		if ans.status != 400 || string(ans.response) != `{"error":{"message":"bad"}}` || w.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("answer %+v, content type %q", ans, w.Header().Get("Content-Type"))
+		}
+	})
+
+	t.Run("large", func(t *testing.T) {
+		w := httptest.NewRecorder()
+		g := &generation{maxBuffered: 8}
+		ans := relayLarge(context.Background(), delivery{w: w, keepBodies: true, auditMax: 1 << 10}, g,
+			resp(200, "application/json", `,"usage":{"prompt_tokens":5,"total_tokens":5}}`), []byte(`{"data":[]`))
+		if ans.status != 200 || ans.usage.PromptTokens != 5 || !strings.Contains(ans.err, "max_buffered_response") || ans.partial {
+			t.Errorf("answer %+v", ans)
+		}
+		if w.Body.String() != string(ans.response) {
+			t.Errorf("caller got %q, audit keeps %q", w.Body.String(), ans.response)
+		}
+	})
+
+	t.Run("stream", func(t *testing.T) {
+		w := httptest.NewRecorder()
+		g := &generation{idleTimeout: time.Minute}
+		r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
+		req := &apiRequest{r: r, ep: epChat, stream: true, start: time.Now()}
+		body := "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\n" +
+			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\n"
+		ans := copyStream(delivery{w: w, stopCtx: context.Background()}, g, req, &attemptSpec{uc: uc, injectedUsage: true},
+			resp(200, "text/event-stream", body), nil)
+		if ans.status != 200 || ans.usage.TotalTokens != 3 || ans.finishReason != "stop" || ans.partial || ans.ttft <= 0 {
+			t.Errorf("answer %+v", ans)
+		}
+		if got := w.Body.String(); strings.Contains(got, "usage") || !strings.HasSuffix(got, sse.DoneEvent) {
+			t.Errorf("caller got %q: want the injected usage chunk consumed and [DONE] added", got)
+		}
+	})
+
+	t.Run("stream cut", func(t *testing.T) {
+		w := httptest.NewRecorder()
+		g := &generation{idleTimeout: time.Minute}
+		r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/responses", nil)
+		req := &apiRequest{r: r, ep: epResponses, stream: true, start: time.Now()}
+		body := io.MultiReader(strings.NewReader("event: response.created\ndata: {}\n\n"), iotest.ErrReader(io.ErrUnexpectedEOF))
+		ans := copyStream(delivery{w: w, stopCtx: context.Background()}, g, req, spec,
+			&http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(body)}, nil)
+		if !ans.partial || !strings.Contains(ans.err, "interrupted") {
+			t.Errorf("answer %+v", ans)
+		}
+		if !strings.HasSuffix(w.Body.String(), "event: error\n"+`data: {"code":"upstream_error","message":"`+ans.err+`","param":null,"type":"error"}`+"\n\n") {
+			t.Errorf("caller got %q, want a Responses error event", w.Body.String())
+		}
+	})
 }

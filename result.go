@@ -13,8 +13,10 @@ import (
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
 
-// Result is everything the gateway learned about one API call. It is completed in one place,
-// call.finish, which hands it to the placeholders, the metrics and the audit log.
+// Result is everything the gateway learned about one API call: the routing trail run records
+// as it goes (model, tried, fallbacks, backend) and the answer the caller got (setAnswer, or the
+// final error). It is completed in one place, call.finish, which hands it to the placeholders,
+// the metrics and the audit log.
 type Result struct {
 	Model        string        // the model finally routed (the fallback model after a fallback)
 	Backend      string        // the client that answered, if any

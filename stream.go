@@ -20,9 +20,8 @@ import (
 // the next one to arrive.
 //
 // cancel cancels the attempt's context, which the upstream body reads under: it ends a read
-// that waited stream_idle_timeout for a byte. It is nil when the attempt has no such context
-// (a non-streaming request the upstream answered with a stream); that answer is then read
-// without an idle timeout.
+// that waited stream_idle_timeout for a byte. With a nil cancel the answer is read without an
+// idle timeout. The answer returned is what the caller got.
 func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, resp *http.Response, cancel context.CancelCauseFunc) (ans answer) {
 	defer resp.Body.Close()
 	ans.status = resp.StatusCode
