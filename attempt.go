@@ -78,8 +78,8 @@ type outcome struct {
 	kind outcomeKind
 	resp *http.Response // committed outcomes
 	body []byte         // outBuffered: the whole answer; outLarge: what was read of it
-	// failure is why an outFailed attempt failed; readFailed is set when the answer's headers
-	// arrived but its body could not be read.
+	// failure is why an outFailed attempt failed. readFailed is set when the answer's headers
+	// arrived but its body could not be read, or the caller left while it was read.
 	failure    failure
 	readFailed bool
 
@@ -183,11 +183,12 @@ func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptS
 	}
 	resp.Body.Close()
 	if err != nil {
+		out.readFailed = true
 		if ctx.Err() != nil {
 			out.kind = outGone
 			return out
 		}
-		out.failure, out.readFailed = classifyErr(actx, err), true
+		out.failure = classifyErr(actx, err)
 		return out
 	}
 	out.kind, out.resp, out.body = outBuffered, resp, body

@@ -97,18 +97,21 @@ func (c *call) run(ctx context.Context) {
 
 		out := attempt(ctx, g, req, &spec, c.h.logger)
 		out.recordVerdict(g, &spec)
+		if out.readFailed {
+			// The upstream answered, but its body could not be read: the audit row holds the
+			// body sent for it (and names it as the backend if the caller left meanwhile).
+			c.res.RequestBody = spec.body
+		}
 		switch out.kind {
 		case outGone:
 			out.release()
+			if out.readFailed {
+				c.res.Backend = spec.uc.Name
+			}
 			c.res.Status, c.res.Err = statusClientClosed, errCallerGone
 			return
 		case outFailed:
 			out.release()
-			if out.readFailed {
-				// As ever: the audit row of a call whose last answer could not be read holds
-				// the body sent for it.
-				c.res.RequestBody = spec.body
-			}
 			hist.add(out.failure)
 			continue
 		}
