@@ -20,17 +20,17 @@ const (
 
 // An API call goes through stages that hand values forward (docs/architecture.md):
 //
-//	sniff   (serve.go)   *http.Request          → apiRequest, or an *apiError, or pass on
-//	admit   (proxy.go)   *apiRequest            → *apiError (nil: admitted)
-//	plan    (plan.go)    *apiRequest            → planner: attemptSpec after attemptSpec
-//	attempt (attempt.go) *apiRequest, attemptSpec → outcome (committed, failed, caller gone)
-//	copy    (stream.go, upstream.go) outcome   → answer: what the caller got
-//	finish  (result.go)  call                   → Result: placeholders, metrics, audit row
+//	sniff   (serve.go)    *http.Request              → apiRequest, *apiError or pass on
+//	admit   (proxy.go)    *apiRequest                → *apiError (nil: admitted)
+//	plan    (plan.go)     *apiRequest                → planner: attemptSpec after attemptSpec
+//	attempt (attempt.go)  *apiRequest, attemptSpec   → outcome (committed, failed, caller gone)
+//	copy    (stream.go, upstream.go) committed outcome → answer: what the caller got
+//	finish  (result.go)   Result                     → placeholders, metrics, audit row
 //
 // call holds what outlives the stages: the request value, and the Result that the placeholders
 // (resolved whenever Caddy reads them, deferred headers included), the metrics and the audit row
-// read. Only run and the writers of final errors (fail, failAll) fill the Result, from the
-// values the stages return.
+// read. run fills the Result from the values the stages return; besides it only the writers of
+// the gateway's own errors (fail, failAll, recoverPanic) and finish touch it.
 type call struct {
 	h     *Handler
 	g     *generation
