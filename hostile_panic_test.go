@@ -39,7 +39,7 @@ func TestBookkeepingPanicKeepsAnswerAndAuditRow(t *testing.T) {
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
 	r.Header.Set("X-Request-Id", "bookkeeping-panic")
-	c := &call{h: h, w: w, r: r, ep: epChat, audit: handle, start: time.Now(),
+	c := &call{h: h, w: w, req: apiRequest{r: r, ep: epChat, start: time.Now()}, audit: handle,
 		res: Result{Model: "gpt-4o", Status: http.StatusOK}}
 	writeJSON(w, http.StatusOK, []byte(`{"answer":"complete"}`))
 

@@ -161,7 +161,7 @@ func (c *call) observe() {
 		}
 	}
 	backend = labelValue(backend) // a configured name, but Prometheus panics on invalid UTF-8
-	ep := c.ep.recordType()
+	ep := c.req.ep.recordType()
 	requestsTotal.WithLabelValues(model, backend, ep, statusLabel(res.Status)).Inc()
 	requestDuration.WithLabelValues(model, backend, ep).Observe(res.Latency.Seconds())
 	if res.Stream && res.TTFT > 0 {
@@ -179,7 +179,7 @@ func (c *call) observe() {
 // is called before each attempt, so it runs as the failover happens, not when the call ends.
 func (c *call) countFailover() {
 	if len(c.res.Tried) > 0 {
-		failoversTotal.WithLabelValues(c.modelLabel(c.info.Model)).Inc()
+		failoversTotal.WithLabelValues(c.modelLabel(c.req.info.Model)).Inc()
 	}
 }
 

@@ -1,26 +1,15 @@
 package llmgateway
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"math"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
-	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
-	"github.com/llmgw/caddy-llm-gateway/router"
 )
 
 // Response headers the gateway adds.
@@ -29,31 +18,26 @@ const (
 	headerBackend = "X-LLM-Gateway-Backend"
 )
 
-// call is one API request on its way through the gateway.
+// An API call goes through stages that hand values forward (docs/architecture.md):
+//
+//	sniff   (serve.go)    *http.Request              → apiRequest, *apiError or pass on
+//	admit   (proxy.go)    *apiRequest                → *apiError (nil: admitted)
+//	plan    (plan.go)     *apiRequest                → planner: attemptSpec after attemptSpec
+//	attempt (attempt.go)  *apiRequest, attemptSpec   → outcome (committed, failed, caller gone)
+//	copy    (stream.go, upstream.go) committed outcome → answer: what the caller got
+//	finish  (result.go)   Result                     → placeholders, metrics, audit row
+//
+// call holds what outlives the stages: the request value, and the Result that the placeholders
+// (resolved whenever Caddy reads them, deferred headers included), the metrics and the audit row
+// read. run fills the Result from the values the stages return; besides it only the writers of
+// the gateway's own errors (fail, failAll, recoverPanic) and finish touch it.
 type call struct {
-	h      *Handler
-	g      *generation
-	w      http.ResponseWriter
-	r      *http.Request
-	ctx    context.Context // the caller's context, also cancelled at process exit
-	audit  audit.Handle    // the zero Handle when auditing is off
-	ep     endpoint
-	upPath string
-	start  time.Time
+	h     *Handler
+	g     *generation
+	w     http.ResponseWriter
+	audit audit.Handle // the zero Handle when auditing is off
+	req   apiRequest
 
-	body      []byte
-	multipart bool
-	info      reqbody.Info
-	stream    bool
-	// injectedUsage is set when the gateway added stream_options.include_usage upstream, so the
-	// usage-only chunk is consumed rather than forwarded.
-	injectedUsage bool
-
-	// last is the most recent failed attempt and answered the most recent one where an upstream
-	// answered; they decide the final error.
-	last, answered failure
-	// transformErr is why a client was skipped: the request could not be edited for it.
-	transformErr error
 	// passed is set when the request went to the next handler.
 	passed bool
 	// bodiesDropped is set once a stream let go of the request bodies (dropBodies); tool and
@@ -61,162 +45,191 @@ type call struct {
 	bodiesDropped    bool
 	tool, multimodal bool
 
+	// candBuf is the planner's scratch for candidate lists (planner.start says why it is here).
+	candBuf [16]int
+
 	res Result
 }
 
-// failure describes a failed attempt.
-type failure struct {
-	kind   failureKind
-	status int
-	header http.Header
-	body   []byte
-	err    error
+// apiRequest is one sniffed API request. sniff makes it; the later stages only read it, except
+// that a committed stream drops its bodies (call.dropBodies) once no stage needs them.
+type apiRequest struct {
+	r      *http.Request // the caller's request: headers, query, context
+	ep     endpoint
+	upPath string // appended to a client's base_url
+	start  time.Time
+
+	body      []byte // the caller's body
+	multipart bool   // body is multipart/form-data
+	info      reqbody.Info
+	stream    bool // the caller asked for a stream on an endpoint that streams
+
+	auditing bool // the audit log records this call
+	bodies   bool // the audit log stores bodies: streams keep a transcript, bodies are kept
 }
 
-type failureKind uint8
+// keepBodies reports whether the audit log stores bodies, so streams keep a transcript.
+func (c *apiRequest) keepBodies() bool { return c.bodies }
 
-const (
-	failNone     failureKind = iota
-	failConnect              // no connection, or it broke before a response
-	failTimeout              // no response headers in time
-	failUpstream             // the upstream answered with a retryable status
-)
+// admit decides whether the gateway serves an admitted request at all. It is the seam for the
+// admission checks of SPEC §12 (gateway keys, limits and budgets); the gateway has none yet, so
+// every sniffed request is admitted.
+func (g *generation) admit(*apiRequest) *apiError { return nil }
 
-// Causes of a cancelled attempt: a streaming or non-streaming one whose headers did not arrive
-// in time, and a non-streaming answer whose body stopped arriving.
-var (
-	errFirstByteTimeout = errors.New("upstream sent no response headers within stream_first_byte_timeout")
-	errHeaderTimeout    = errors.New("upstream sent no response headers within response_header_timeout")
-	errBodyStalled      = errors.New("upstream paused its answer for longer than response_header_timeout")
-)
-
-// retryable reports whether an upstream status lets the gateway try the next client (SPEC §4).
-func retryable(status int) bool {
-	switch status {
-	case http.StatusTooManyRequests, http.StatusForbidden, http.StatusNotFound, http.StatusUnprocessableEntity:
-		return true
-	}
-	return status >= 500
-}
-
-// route tries the candidates of the request's model in strategy order, then the model fallbacks,
-// until one client answers with a final response.
-func (c *call) route() {
-	g := c.g
-	var candBuf [16]int
-	model := c.info.Model
-	cands := g.table.Candidates(model, candBuf[:0])
-	if len(cands) == 0 {
-		c.fail(&apiError{
-			status:  http.StatusNotFound,
-			typ:     errTypeInvalidRequest,
-			code:    errCodeModelNotFound,
-			message: "The model `" + model + "` does not exist or no upstream serves it.",
-		})
+// run plans the attempts of an admitted request and makes them in order until one commits: its
+// answer is copied to the caller. When none does, it answers the final error (SPEC §4).
+func (c *call) run(ctx context.Context) {
+	g, req := c.g, &c.req
+	var p planner
+	if e := p.start(g, req, c.h.logger, c.candBuf[:0]); e != nil {
+		c.fail(e)
 		return
 	}
-
-	keys := c.info.Keys // nil unless the strategy asked for them
-	inflight := func(i int) int64 { return g.clients[i].state.InFlight.Load() }
-
-	chain := g.table.NewFallbackChain(model, g.maxHops)
-	attempted := false
-	retryAfter := time.Duration(math.MaxInt64)
+	var hist attemptHistory
 	for {
-		router.Order(g.strategy, g.table, cands, keys, inflight, rand.Float64)
-		for _, i := range cands {
-			uc := g.clients[i]
-			ok, probe := uc.state.Breaker.Allow(g.policy, time.Now())
-			if !ok {
-				if d := uc.state.Breaker.RetryAfter(g.policy, time.Now()); d < retryAfter {
-					retryAfter = d
-				}
-				continue
-			}
-			body, err := c.upstreamBody(uc, model)
-			if err != nil {
-				// A field this client's transforms must edit has the wrong type (say,
-				// max_tokens is a string); a client that needs no such edit may still serve.
-				if probe {
-					uc.state.Breaker.Abandon()
-				}
-				if c.transformErr == nil {
-					c.transformErr = fmt.Errorf("cannot apply the request transforms of client %s: %w", uc.Name, err)
-				}
-				continue
-			}
-			attempted = true
-			c.countFailover()
-			c.res.Tried = append(c.res.Tried, uc.Name)
-			if c.try(uc, model, body, probe) {
-				return
-			}
-		}
-		value, next, nextCands, err := chain.Next(cands, model, candBuf[:0])
-		if err != nil {
-			if value != "" {
-				c.h.logger.Debug("model fallback not taken", zap.String("fallback", value), zap.Error(err))
-			}
+		spec, ok := p.next()
+		c.res.Model, c.res.Fallbacks = p.model, p.fallbacks
+		if !ok {
 			break
 		}
-		c.res.Fallbacks++
-		model, cands = next, nextCands
-		c.res.Model = model
+		c.countFailover()
+		c.res.Tried = append(c.res.Tried, spec.uc.Name)
+
+		out := attempt(ctx, g, req, &spec, c.h.logger)
+		out.recordVerdict(g, &spec)
+		if out.readFailed {
+			// The upstream answered, but its body could not be read: the audit row holds the
+			// body sent for it (and names it as the backend if the caller left meanwhile).
+			c.res.RequestBody = spec.body
+		}
+		switch out.kind {
+		case outGone:
+			out.release()
+			if out.readFailed {
+				c.res.Backend = spec.uc.Name
+			}
+			c.res.Status, c.res.Err = statusClientClosed, errCallerGone
+			return
+		case outFailed:
+			out.release()
+			hist.add(out.failure)
+			continue
+		}
+
+		// Committed: the answer goes to the caller whatever it is.
+		c.res.Backend = spec.uc.Name
+		c.res.RequestBody = spec.body
+		c.res.Status = out.resp.StatusCode // what the copy writes first; recoverPanic reads it
+		d := c.delivery()
+		var ans answer
+		switch out.kind {
+		case outStream:
+			c.res.Stream = true
+			c.dropBodies()
+			spec.body = nil // a stream lasts minutes: hold no prompt meanwhile
+			ans = copyStream(d, g, req, &spec, out.resp, out.cancel)
+		case outLarge:
+			ans = relayLarge(ctx, d, g, out.resp, out.body)
+		default:
+			ans = writeBuffered(d, req, &spec, out.resp, out.body)
+		}
+		out.release()
+		c.res.setAnswer(ans)
+		return
 	}
-	c.failAll(attempted, retryAfter)
+	c.failAll(chooseFailure(&hist, p.attempted, p.transformErr, p.retryAfter, req.info.Model))
 }
 
-// failAll answers the final error once every attempt failed (SPEC §4).
-func (c *call) failAll(attempted bool, retryAfter time.Duration) {
-	if !attempted && c.transformErr != nil {
-		c.fail(errInvalidRequest(c.transformErr.Error()))
-		return
+// delivery is what a copy needs to know of the call besides the answer itself.
+func (c *call) delivery() delivery {
+	d := delivery{w: c.w, tried: c.res.Tried, backend: c.res.Backend, stopCtx: c.h.stopCtx, keepBodies: c.req.bodies}
+	if d.keepBodies {
+		d.auditMax = c.h.audit.MaxBodySize
+	}
+	return d
+}
+
+// delivery is the caller's side of a committed answer.
+type delivery struct {
+	w       http.ResponseWriter
+	tried   []string // X-LLM-Gateway-Tried
+	backend string   // X-LLM-Gateway-Backend
+	stopCtx context.Context
+	// keepBodies is set when the audit log keeps (the first auditMax bytes of) the answer.
+	keepBodies bool
+	auditMax   int
+}
+
+// finalFailure is the answer to a call no attempt answered: an error of the gateway's own, or an
+// upstream's retryable answer relayed as it is.
+type finalFailure struct {
+	err        *apiError
+	upstream   failure // relayed when err is nil
+	retryAfter int64   // Retry-After seconds, 0 for none
+}
+
+// chooseFailure picks the final error once every attempt failed (SPEC §4): a transform error
+// when no attempt could be made for it, 503 when every candidate was cooling down (retryAfter
+// is the soonest a breaker allows one again), else the last failure, where an upstream's own
+// answer beats a later connection failure.
+func chooseFailure(h *attemptHistory, attempted bool, transformErr error, retryAfter time.Duration, model string) finalFailure {
+	if !attempted && transformErr != nil {
+		return finalFailure{err: errInvalidRequest(transformErr.Error())}
 	}
 	if !attempted {
 		secs := int64(math.Ceil(retryAfter.Seconds()))
 		if secs < 1 || retryAfter == math.MaxInt64 {
 			secs = 1
 		}
-		c.w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-		c.fail(&apiError{
+		return finalFailure{retryAfter: secs, err: &apiError{
 			status:  http.StatusServiceUnavailable,
 			typ:     errTypeUpstream,
 			code:    errCodeAllCoolingDown,
-			message: "every upstream for model `" + c.info.Model + "` is cooling down after failures",
-		})
-		return
+			message: "every upstream for model `" + model + "` is cooling down after failures",
+		}}
 	}
-	last := c.last
-	if c.answered.kind == failUpstream {
-		// An upstream's own answer beats a later connection failure (SPEC §4).
-		last = c.answered
+	last := h.last
+	if h.answered.kind == failUpstream {
+		last = h.answered
 	}
 	switch last.kind {
 	case failUpstream:
-		c.res.Status = last.status
-		c.res.Err = "upstream answered " + strconv.Itoa(last.status)
-		copyResponseHeader(c.w.Header(), last.header, true)
-		c.setGatewayHeaders()
-		body := last.body
-		if c.stream && isEventStream(last.header) {
-			body = sseErrorJSON(body, last.status)
-			c.w.Header().Set("Content-Type", "application/json")
-		}
-		if len(body) == 0 {
-			body = marshalError(errTypeUpstream, "", "upstream answered "+strconv.Itoa(last.status)+" with no body")
-			c.w.Header().Set("Content-Type", "application/json")
-		}
-		c.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		c.w.WriteHeader(last.status)
-		_, _ = c.w.Write(body)
-		c.res.Response = body
+		return finalFailure{upstream: last}
 	case failTimeout:
-		c.fail(&apiError{status: http.StatusGatewayTimeout, typ: errTypeUpstream, code: errCodeUpstreamTimeout,
-			message: "no upstream answered in time: " + errString(last.err)})
-	default:
-		c.fail(&apiError{status: http.StatusBadGateway, typ: errTypeUpstream, code: errCodeUpstreamConnect,
-			message: "no upstream could be reached: " + errString(last.err)})
+		return finalFailure{err: &apiError{status: http.StatusGatewayTimeout, typ: errTypeUpstream, code: errCodeUpstreamTimeout,
+			message: "no upstream answered in time: " + errString(last.err)}}
 	}
+	return finalFailure{err: &apiError{status: http.StatusBadGateway, typ: errTypeUpstream, code: errCodeUpstreamConnect,
+		message: "no upstream could be reached: " + errString(last.err)}}
+}
+
+// failAll answers the final error chooseFailure picked.
+func (c *call) failAll(f finalFailure) {
+	if f.retryAfter > 0 {
+		c.w.Header().Set("Retry-After", strconv.FormatInt(f.retryAfter, 10))
+	}
+	if f.err != nil {
+		c.fail(f.err)
+		return
+	}
+	last := f.upstream
+	c.res.Status = last.status
+	c.res.Err = "upstream answered " + strconv.Itoa(last.status)
+	copyResponseHeader(c.w.Header(), last.header, true)
+	setGatewayHeaders(c.w.Header(), c.res.Tried, c.res.Backend)
+	body := last.body
+	if c.req.stream && isEventStream(last.header) {
+		body = sseErrorJSON(body, last.status)
+		c.w.Header().Set("Content-Type", "application/json")
+	}
+	if len(body) == 0 {
+		body = marshalError(errTypeUpstream, "", "upstream answered "+strconv.Itoa(last.status)+" with no body")
+		c.w.Header().Set("Content-Type", "application/json")
+	}
+	c.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	c.w.WriteHeader(last.status)
+	_, _ = c.w.Write(body)
+	c.res.Response = body
 }
 
 func errString(err error) string {
@@ -230,186 +243,29 @@ func errString(err error) string {
 func (c *call) fail(e *apiError) {
 	c.res.Status = e.status
 	c.res.Err = e.message
-	c.setGatewayHeaders()
+	setGatewayHeaders(c.w.Header(), c.res.Tried, c.res.Backend)
 	body := marshalError(e.typ, e.code, e.message)
 	c.res.Response = body
 	writeJSON(c.w, e.status, body)
 }
 
 // setGatewayHeaders adds X-LLM-Gateway-Tried and, when a client answered, X-LLM-Gateway-Backend.
-func (c *call) setGatewayHeaders() {
-	if len(c.res.Tried) > 0 {
-		tried := c.res.Tried[0] // the usual single name needs no join
-		if len(c.res.Tried) > 1 {
-			tried = strings.Join(c.res.Tried, ",")
+func setGatewayHeaders(h http.Header, tried []string, backend string) {
+	if len(tried) > 0 {
+		t := tried[0] // the usual single name needs no join
+		if len(tried) > 1 {
+			t = strings.Join(tried, ",")
 		}
-		c.w.Header().Set(headerTried, tried)
+		h.Set(headerTried, t)
 	}
-	if c.res.Backend != "" {
-		c.w.Header().Set(headerBackend, c.res.Backend)
+	if backend != "" {
+		h.Set(headerBackend, backend)
 	}
 }
 
-// try makes one attempt on uc. It reports true when the call is over: a final answer was
-// written to the caller, or the caller went away.
-func (c *call) try(uc *upstreamClient, model string, body []byte, probe bool) bool {
-	g := c.g
-
-	timeout, timeoutErr := g.headerTimeout, errHeaderTimeout
-	if c.stream {
-		timeout, timeoutErr = g.firstByteTimout, errFirstByteTimeout
-	}
-	ctx, cancel := context.WithCancelCause(c.ctx)
-	defer cancel(nil)
-	// One timer per attempt: it bounds the wait for headers, then each pause in a non-streaming
-	// answer's body (inBody set).
-	var inBody atomic.Bool
-	timer := time.AfterFunc(timeout, func() {
-		if inBody.Load() {
-			cancel(errBodyStalled)
-		} else {
-			cancel(timeoutErr)
-		}
-	})
-	defer timer.Stop()
-	req, reqBody := c.newUpstreamRequest(ctx, uc, body)
-
-	uc.state.InFlight.Add(1)
-	defer uc.state.InFlight.Add(-1)
-	resp, err := uc.transport.RoundTrip(req)
-	reqBody.release()
-	if !timer.Stop() && err == nil {
-		// The timer fired as the headers arrived: the attempt's context is cancelled and the
-		// body cannot be read. It is the timeout it nearly was.
-		resp.Body.Close()
-		resp, err = nil, timeoutErr
-	}
-	if err != nil {
-		if c.ctx.Err() != nil {
-			// The caller went away (or the process exits): no verdict on the upstream.
-			if probe {
-				uc.state.Breaker.Abandon()
-			}
-			c.callerGone()
-			return true
-		}
-		uc.state.Breaker.Failure(g.policy, time.Now())
-		kind := failConnect
-		if timedOut(ctx, err) {
-			kind = failTimeout
-			if ctx.Err() != nil {
-				err = context.Cause(ctx)
-			}
-		}
-		c.last = failure{kind: kind, err: err}
-		c.h.logger.Debug("upstream attempt failed", zapClient(uc), zapErr(err))
-		return false
-	}
-
-	if resp.StatusCode/100 != 2 || !isEventStream(resp.Header) {
-		// A non-streaming answer must keep coming: an upstream that sends headers and then
-		// stalls would hold the call forever (streams have their own idle timeout).
-		inBody.Store(true)
-		timer.Reset(g.headerTimeout)
-		resp.Body = &idleBody{ReadCloser: resp.Body, timer: timer, d: g.headerTimeout}
-	}
-
-	if retryable(resp.StatusCode) {
-		errBody, _ := readLimited(resp, maxErrorBody)
-		resp.Body.Close()
-		uc.state.Breaker.Failure(g.policy, time.Now())
-		c.last = failure{kind: failUpstream, status: resp.StatusCode, header: resp.Header, body: errBody}
-		c.answered = c.last
-		return false
-	}
-
-	c.res.Backend = uc.Name
-	c.res.RequestBody = body
-	if resp.StatusCode/100 == 2 && isEventStream(resp.Header) {
-		// A stream commits at its 2xx headers (SPEC §4): it counts as a success now.
-		uc.state.Breaker.Success()
-		c.res.Stream = true
-		c.copyStream(uc, resp, cancel)
-		return true
-	}
-	return c.copyResponse(ctx, uc, resp, probe)
-}
-
-// idleBody is a non-streaming answer's body whose every read that returns data rearms timer; the
-// timer cancels the attempt when the upstream pauses for d.
-type idleBody struct {
-	io.ReadCloser
-	timer *time.Timer
-	d     time.Duration
-}
-
-func (b *idleBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		b.timer.Reset(b.d)
-	}
-	return n, err
-}
-
-// timedOut reports whether an attempt failed for want of response headers in time. A dial
-// timeout is not one: the upstream could not be reached at all (502, not 504).
-func timedOut(ctx context.Context, err error) bool {
-	var dialErr reverseproxy.DialError
-	if errors.As(err, &dialErr) {
-		return false
-	}
-	if isTimeoutCause(err) || isTimeoutCause(context.Cause(ctx)) || errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// isTimeoutCause reports whether err is one of the gateway's own attempt timeouts.
-func isTimeoutCause(err error) bool {
-	return errors.Is(err, errFirstByteTimeout) || errors.Is(err, errHeaderTimeout) || errors.Is(err, errBodyStalled)
-}
-
-// callerGone records a call whose caller disconnected before an answer was written.
-func (c *call) callerGone() {
-	c.res.Status = statusClientClosed
-	c.res.Err = "caller closed the connection"
-}
+// errCallerGone is the error recorded for a call whose caller went away.
+const errCallerGone = "caller closed the connection"
 
 // statusClientClosed is the status recorded (never sent) for calls the caller abandoned, as
 // nginx logs it.
 const statusClientClosed = 499
-
-// upstreamBody returns the body to send to uc: the caller's bytes, edited only where one of the
-// client's request transforms applies (SPEC §5).
-func (c *call) upstreamBody(uc *upstreamClient, model string) ([]byte, error) {
-	var e reqbody.Edit
-	switch {
-	case uc.UpstreamModel != "":
-		e.Model = uc.UpstreamModel
-	case model != c.info.Model:
-		e.Model = model
-	}
-	if c.multipart {
-		if e.Model == "" {
-			return c.body, nil
-		}
-		return reqbody.ReplaceMultipartModel(c.r.Header.Get("Content-Type"), c.body, e.Model)
-	}
-	e.ExtraBody = uc.extraBody
-	if c.ep == epChat || c.ep == epCompletions {
-		e.Stop = uc.Stop
-		e.MaxTokens = uc.MaxTokens
-		// Only a body holding a think tag can need the edit: skip its full scan otherwise.
-		e.StripThink = c.ep == epChat && uc.StripsThink() && mayHoldThink(c.body)
-		e.IncludeUsage = c.stream && !c.info.IncludeUsage && uc.InjectsUsage()
-	}
-	c.injectedUsage = e.IncludeUsage
-	return reqbody.Apply(c.body, e)
-}
-
-// mayHoldThink reports whether body may hold a think block. Encoders escape < > / in many
-// ways (\u003c, \/), but none escapes letters, so the word itself is a safe filter.
-func mayHoldThink(body []byte) bool {
-	return bytes.Contains(body, []byte("think"))
-}

@@ -13,8 +13,10 @@ import (
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
 
-// Result is everything the gateway learned about one API call. It is completed in one place,
-// call.finish, which hands it to the placeholders, the metrics and the audit log.
+// Result is everything the gateway learned about one API call: the routing trail run records
+// as it goes (model, tried, fallbacks, backend) and the answer the caller got (setAnswer, or the
+// final error). It is completed in one place, call.finish, which hands it to the placeholders,
+// the metrics and the audit log.
 type Result struct {
 	Model        string        // the model finally routed (the fallback model after a fallback)
 	Backend      string        // the client that answered, if any
@@ -33,6 +35,34 @@ type Result struct {
 	Latency      time.Duration // from the request's arrival to the end of the answer
 }
 
+// answer is what the caller got from a committed attempt: what a copy stage returns.
+type answer struct {
+	status       int       // status sent (statusClientClosed when the caller went away)
+	usage        sse.Usage // as the upstream reported it
+	ttft         time.Duration
+	finishReason string
+	partial      bool   // the answer broke before its end
+	response     []byte // what the audit log keeps of the answer
+	err          string // why the answer is not the upstream's whole answer, if it is not
+}
+
+// callerGone marks an answer whose caller went away.
+func (a *answer) callerGone() {
+	a.status = statusClientClosed
+	a.err = errCallerGone
+}
+
+// setAnswer records what the caller got.
+func (r *Result) setAnswer(a answer) {
+	r.Status = a.status
+	r.Usage = a.usage
+	r.TTFT = a.ttft
+	r.FinishReason = a.finishReason
+	r.Partial = a.partial
+	r.Response = a.response
+	r.Err = a.err
+}
+
 // finish completes the call's Result and publishes it.
 func (c *call) finish() {
 	defer func() {
@@ -43,9 +73,9 @@ func (c *call) finish() {
 	if c.passed {
 		return
 	}
-	c.res.Latency = time.Since(c.start)
+	c.res.Latency = time.Since(c.req.start)
 	c.clampUsage()
-	if extra, ok := c.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+	if extra, ok := c.req.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		// Caddy's access log entry of this request gains an "llm" object (SPEC §10).
 		extra.Add(zap.Object("llm", &c.res))
 	}
@@ -149,14 +179,9 @@ func (r *Result) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// keepBodies reports whether the audit log stores bodies, so streams keep a transcript.
-func (c *call) keepBodies() bool {
-	return c.audit.Writer() != nil && c.h.audit != nil && c.h.audit.Bodies != audit.BodiesNone
-}
-
 // requestFlags reports what the audit row tells of the request body sent upstream: whether it
 // declares tools, and whether a chat message has an image part.
-func (c *call) requestFlags(body []byte) (tool, multimodal bool) {
+func (c *apiRequest) requestFlags(body []byte) (tool, multimodal bool) {
 	if c.multipart {
 		return false, false
 	}
@@ -165,12 +190,12 @@ func (c *call) requestFlags(body []byte) (tool, multimodal bool) {
 
 // record builds the call's audit row.
 func (c *call) record() *audit.Record {
-	r := c.r
+	r := c.req.r
 	res := &c.res
 	rec := &audit.Record{
-		Time:             c.start,
+		Time:             c.req.start,
 		Model:            res.Model,
-		Type:             c.ep.recordType(),
+		Type:             c.req.ep.recordType(),
 		PromptTokens:     res.Usage.PromptTokens,
 		CompletionTokens: res.Usage.CompletionTokens,
 		TotalTokens:      res.Usage.TotalTokens,
@@ -181,7 +206,7 @@ func (c *call) record() *audit.Record {
 		Status:           res.Status,
 		LatencyMs:        res.Latency.Milliseconds(),
 		TTFTMs:           -1,
-		Stream:           c.stream || res.Stream,
+		Stream:           c.req.stream || res.Stream,
 		Endpoint:         r.URL.Path,
 		RequestID:        r.Header.Get("X-Request-Id"),
 		Tried:            strings.Join(res.Tried, ","),
@@ -191,12 +216,12 @@ func (c *call) record() *audit.Record {
 		rec.TTFTMs = res.TTFT.Milliseconds()
 	}
 	if rec.Request == nil {
-		rec.Request = c.body
+		rec.Request = c.req.body
 	}
 	if c.bodiesDropped {
 		rec.Tool, rec.Multimodal = c.tool, c.multimodal
 	} else {
-		rec.Tool, rec.Multimodal = c.requestFlags(rec.Request)
+		rec.Tool, rec.Multimodal = c.req.requestFlags(rec.Request)
 	}
 	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
 		rec.IP = ip

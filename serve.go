@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
 )
 
@@ -122,7 +123,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return next.ServeHTTP(w, r)
 }
 
-// serveAPI reads and sniffs the body, then routes the call.
+// serveAPI serves one API call: it sniffs the request, admits it, runs its attempts and
+// records the result (proxy.go describes the stages).
 func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, g *generation, ep endpoint, upPath string) error {
 	h.inflight.Add(1)
 	defer h.inflight.Done()
@@ -136,14 +138,10 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 	defer context.AfterFunc(h.stopCtx, cancel)()
 
 	c := &call{
-		h:      h,
-		g:      g,
-		w:      w,
-		r:      r,
-		ctx:    ctx,
-		ep:     ep,
-		upPath: upPath,
-		start:  time.Now(),
+		h:   h,
+		g:   g,
+		w:   w,
+		req: apiRequest{r: r, ep: ep, upPath: upPath, start: time.Now()},
 	}
 	if repl := replacer(r); repl != nil {
 		// Resolved when read: deferred header operations see the model and backend, the
@@ -154,77 +152,92 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if c.audit, err = h.audit.Acquire(); err != nil {
 		h.logger.Error("audit database unavailable; this call is not recorded", zap.Error(err))
 	}
+	c.req.auditing = c.audit.Writer() != nil
+	c.req.bodies = c.req.auditing && h.audit != nil && h.audit.Bodies != audit.BodiesNone
 	defer c.finish()
 	defer c.recoverPanic()
 
+	var pass bool
+	var e *apiError
+	if c.req, pass, e = g.sniff(c.req); pass {
+		return c.passOn(next)
+	}
+	if e == nil {
+		c.res.Model = c.req.info.Model
+		e = g.admit(&c.req)
+	}
+	if e != nil {
+		c.fail(e)
+		return nil
+	}
+	c.run(ctx)
+	return nil
+}
+
+// sniff reads and sniffs the body of req, which holds the caller's request and what its path
+// says. It returns req completed with the body and what the body says (model, stream, routing
+// keys), or the caller's error; pass is set when the request is not the gateway's to answer (an
+// unknown /v1/ path whose body has no model).
+func (g *generation) sniff(req apiRequest) (_ apiRequest, pass bool, _ *apiError) {
+	r, ep := req.r, req.ep
 	if hasDotSegment(r.URL.Path) {
 		// Refused, never normalised: the caller's path is appended to base_url, and a dot segment
 		// would reach paths of the upstream host outside it with the operator's key (SPEC §3).
-		c.fail(errInvalidRequest("request path must not contain '.' or '..' segments"))
-		return nil
+		return req, false, errInvalidRequest("request path must not contain '.' or '..' segments")
 	}
 
 	body, err := readBody(r, g.maxBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			c.fail(&apiError{
+			return req, false, &apiError{
 				status:  http.StatusRequestEntityTooLarge,
 				typ:     errTypeInvalidRequest,
 				code:    errCodeBodyTooLarge,
 				message: "request body exceeds the limit of " + strconv.FormatInt(g.maxBody, 10) + " bytes",
-			})
-			return nil
+			}
 		}
-		c.fail(errInvalidRequest("reading request body: " + err.Error()))
-		return nil
+		return req, false, errInvalidRequest("reading request body: " + err.Error())
 	}
-	c.body = body
+	req.body = body
 
 	ct := r.Header.Get("Content-Type")
 	if hasMediaType(ct, "multipart/form-data") {
-		c.multipart = true
+		req.multipart = true
 		model, err := reqbody.MultipartModel(ct, body)
 		if err != nil {
 			if ep == epGeneric && !errors.Is(err, reqbody.ErrDuplicateModel) {
-				return c.passOn(next, body) // an upload without a model (say, /v1/files) is not ours
+				return req, true, nil // an upload without a model (say, /v1/files) is not ours
 			}
 			switch {
 			case errors.Is(err, reqbody.ErrNoModel):
-				c.fail(errInvalidRequest("multipart form has no 'model' field"))
+				return req, false, errInvalidRequest("multipart form has no 'model' field")
 			case errors.Is(err, reqbody.ErrDuplicateModel):
-				c.fail(errInvalidRequest(msgDuplicateModel))
-			default:
-				c.fail(errInvalidRequest("malformed multipart form: " + err.Error()))
+				return req, false, errInvalidRequest(msgDuplicateModel)
 			}
-			return nil
+			return req, false, errInvalidRequest("malformed multipart form: " + err.Error())
 		}
-		c.info.Model, c.info.ModelPresent = model, true
+		req.info.Model, req.info.ModelPresent = model, true
 	} else {
 		if ep == epAudio {
-			c.fail(errInvalidRequest("expected a multipart/form-data body with a 'model' field"))
-			return nil
+			return req, false, errInvalidRequest("expected a multipart/form-data body with a 'model' field")
 		}
 		info, err := reqbody.Sniff(body, g.wantKeys && (ep == epChat || ep == epCompletions))
 		if err != nil {
 			if ep == epGeneric && !errors.Is(err, reqbody.ErrModelNotString) && !errors.Is(err, reqbody.ErrDuplicateModel) {
-				return c.passOn(next, body) // an unknown /v1/ path without a model is not ours
+				return req, true, nil // an unknown /v1/ path without a model is not ours
 			}
-			c.fail(sniffError(err))
-			return nil
+			return req, false, sniffError(err)
 		}
-		c.info = info
-		c.stream = info.Stream && ep.streams()
+		req.info = info
+		req.stream = info.Stream && ep.streams()
 	}
-	if err := reqbody.CheckModel(c.info.Model); err != nil {
+	if err := reqbody.CheckModel(req.info.Model); err != nil {
 		// Before any upstream call: such a name is no model, and it would reach metric labels,
 		// logs and the audit log (SPEC §9). The message does not echo the name.
-		c.fail(errInvalidRequest(err.Error()))
-		return nil
+		return req, false, errInvalidRequest(err.Error())
 	}
-	c.res.Model = c.info.Model
-	c.route()
-	return nil
+	return req, false, nil
 }
 
 // recoverPanic turns a panic in the gateway's own code into a logged 500 (when nothing was
@@ -245,11 +258,12 @@ func (c *call) recoverPanic() {
 }
 
 // passOn hands the request, with the body already read, to the next handler.
-func (c *call) passOn(next caddyhttp.Handler, body []byte) error {
+func (c *call) passOn(next caddyhttp.Handler) error {
 	c.passed = true
-	c.r.Body = io.NopCloser(bytes.NewReader(body))
-	c.r.ContentLength = int64(len(body))
-	return next.ServeHTTP(c.w, c.r)
+	body := c.req.body
+	c.req.r.Body = io.NopCloser(bytes.NewReader(body))
+	c.req.r.ContentLength = int64(len(body))
+	return next.ServeHTTP(c.w, c.req.r)
 }
 
 // sniffError turns a body-sniffing error into the caller's 400.

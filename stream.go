@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/goccy/go-json"
-
 	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
@@ -22,50 +20,48 @@ import (
 // the next one to arrive.
 //
 // cancel cancels the attempt's context, which the upstream body reads under: it ends a read
-// that waited stream_idle_timeout for a byte. It is nil when the attempt has no such context
-// (a non-streaming request the upstream answered with a stream); that answer is then read
-// without an idle timeout.
-func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel context.CancelCauseFunc) {
+// that waited stream_idle_timeout for a byte. With a nil cancel the answer is read without an
+// idle timeout. The answer returned is what the caller got.
+func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, resp *http.Response, cancel context.CancelCauseFunc) (ans answer) {
 	defer resp.Body.Close()
-	c.res.Status = resp.StatusCode
+	ans.status = resp.StatusCode
 
-	h := c.w.Header()
+	h := d.w.Header()
 	copyResponseHeader(h, resp.Header, true)
-	c.setGatewayHeaders()
+	setGatewayHeaders(h, d.tried, d.backend)
 	if h.Get("Cache-Control") == "" {
 		h.Set("Cache-Control", "no-cache")
 	}
 	h.Set("X-Accel-Buffering", "no")
-	c.w.WriteHeader(resp.StatusCode)
-	c.dropBodies()
+	d.w.WriteHeader(resp.StatusCode)
 
-	out := &relay{c: c, upstream: resp.Body, rc: http.NewResponseController(c.w), unflushed: true}
-	if c.keepBodies() {
-		out.transcript = audit.NewBodyBuffer(c.h.audit.MaxBodySize)
+	out := &relay{w: d.w, upstream: resp.Body, rc: http.NewResponseController(d.w), unflushed: true}
+	if d.keepBodies {
+		out.transcript = audit.NewBodyBuffer(d.auditMax)
 	}
 	if cancel != nil {
-		out.cancel, out.idle = cancel, c.g.idleTimeout
+		out.cancel, out.idle = cancel, g.idleTimeout
 	}
 	defer func() {
 		out.stopClock()
 		out.release()
 		if out.transcript != nil {
-			c.res.Response = out.transcript.Bytes()
+			ans.response = out.transcript.Bytes()
 		}
 	}()
 	if out.send() != nil { // the headers leave at once
-		c.callerGone()
-		return
+		ans.callerGone()
+		return ans
 	}
 
-	kind, chunked := c.ep.sseKind()
+	kind, chunked := req.ep.sseKind()
 	var tr *sse.ChunkTransformer
 	if chunked {
 		tr = sse.NewChunkTransformer(sse.Options{
 			Kind:               kind,
-			Prefix:             uc.SpecialPrefix,
-			Thinking:           c.format(uc),
-			DropUsageOnlyChunk: c.injectedUsage,
+			Prefix:             spec.uc.SpecialPrefix,
+			Thinking:           req.ep.format(spec.uc),
+			DropUsageOnlyChunk: spec.injectedUsage,
 		})
 	}
 
@@ -80,9 +76,9 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 		// Usage seen before a cut still counts.
 		defer func() {
 			if u, ok := tr.Usage(); ok {
-				c.res.Usage = u
+				ans.usage = u
 			}
-			c.res.FinishReason = tr.FinishReason()
+			ans.finishReason = tr.FinishReason()
 		}()
 	}
 	for !sawDone {
@@ -91,24 +87,24 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 			if err == io.EOF {
 				break
 			}
-			c.res.Partial = true
-			if out.werr != nil || c.r.Context().Err() != nil {
-				c.callerGone()
-				return
+			ans.partial = true
+			if out.werr != nil || req.r.Context().Err() != nil {
+				ans.callerGone()
+				return ans
 			}
 			switch {
-			case c.h.stopCtx.Err() != nil:
-				c.res.Err = "stream cut: the gateway is shutting down"
+			case d.stopCtx.Err() != nil:
+				ans.err = "stream cut: the gateway is shutting down"
 			case out.expired.Load():
-				c.res.Err = "upstream stream interrupted: the upstream sent nothing for " + out.idle.String() + " (stream_idle_timeout)"
+				ans.err = "upstream stream interrupted: the upstream sent nothing for " + out.idle.String() + " (stream_idle_timeout)"
 			case errors.Is(err, sse.ErrEventTooLarge), errors.Is(err, sse.ErrLineTooLong):
-				c.res.Err = "upstream stream interrupted: " + err.Error() + " (over " + strconv.Itoa(sse.DefaultMaxLineSize) + " bytes)"
+				ans.err = "upstream stream interrupted: " + err.Error() + " (over " + strconv.Itoa(sse.DefaultMaxLineSize) + " bytes)"
 			default:
-				c.res.Err = "upstream stream interrupted: " + err.Error()
+				ans.err = "upstream stream interrupted: " + err.Error()
 			}
-			out.buf = c.appendStreamError(out.grab(), c.res.Err)
+			out.buf = sse.AppendStreamError(out.grab(), req.ep.protocol(), ans.err)
 			_ = out.send()
-			return
+			return ans
 		}
 		if ev.Comment {
 			continue
@@ -117,10 +113,10 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 		case sse.IsPing(ev.Name, ev.Data):
 			out.buf = sse.AppendComment(out.grab(), commentPing)
 		case !chunked:
-			if c.res.TTFT == 0 {
-				c.res.TTFT = time.Since(c.start)
+			if ans.ttft == 0 {
+				ans.ttft = time.Since(req.start)
 			}
-			c.passThroughUsage(ev)
+			ans.usage = sse.EventUsage(ans.usage, ev.Name, ev.Data)
 			out.buf = sse.AppendEvent(out.grab(), ev.Name, ev.Data)
 		case sse.IsDone(ev.Data):
 			if flush := tr.Flush(); flush != nil {
@@ -133,8 +129,8 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 			if !forward {
 				continue
 			}
-			if c.res.TTFT == 0 && tr.FirstContent() {
-				c.res.TTFT = time.Since(c.start)
+			if ans.ttft == 0 && tr.FirstContent() {
+				ans.ttft = time.Since(req.start)
 			}
 			if ev.Multiline {
 				out.buf = sse.AppendEvent(out.grab(), ev.Name, data)
@@ -151,14 +147,15 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 		out.buf = append(out.grab(), sse.DoneEvent...)
 	}
 	if out.send() != nil && !sawDone {
-		c.res.Partial = true
-		c.callerGone()
+		ans.partial = true
+		ans.callerGone()
 	}
 	if sawDone {
 		// After [DONE] the answer is complete: the SDKs close the body there, and what the
 		// upstream sends or does next changes nothing for the caller.
 		out.drain()
 	}
+	return ans
 }
 
 // dropBodies lets go of the caller's request body and the one sent upstream, unless the audit log
@@ -166,18 +163,18 @@ func (c *call) copyStream(uc *upstreamClient, resp *http.Response, cancel contex
 // lasts minutes. The audit row's flags are read from them first. The routing keys go too: they may
 // share memory with a decoded copy of the body.
 func (c *call) dropBodies() {
-	if c.keepBodies() {
+	if c.req.bodies {
 		return
 	}
-	if c.audit.Writer() != nil {
+	if c.req.auditing {
 		body := c.res.RequestBody
 		if body == nil {
-			body = c.body
+			body = c.req.body
 		}
-		c.tool, c.multimodal = c.requestFlags(body)
+		c.tool, c.multimodal = c.req.requestFlags(body)
 	}
 	c.bodiesDropped = true
-	c.body, c.res.RequestBody, c.info.Keys = nil, nil, nil
+	c.req.body, c.res.RequestBody, c.req.info.Keys = nil, nil, nil
 }
 
 // readerPool recycles SSE readers and their buffers across streams.
@@ -191,7 +188,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // reader: every time the reader needs more upstream bytes, the events assembled so far are
 // written and flushed first.
 type relay struct {
-	c          *call
+	w          http.ResponseWriter
 	upstream   io.Reader
 	rc         *http.ResponseController
 	buf        []byte            // events not yet sent; nil when none
@@ -289,7 +286,7 @@ func (r *relay) send() error {
 		return r.werr
 	}
 	if len(r.buf) > 0 {
-		if _, err := r.c.w.Write(r.buf); err != nil {
+		if _, err := r.w.Write(r.buf); err != nil {
 			r.werr = err
 		} else {
 			r.unflushed = true
@@ -323,64 +320,13 @@ func (r *relay) release() {
 // commentPing replaces upstream ping events: SSE clients ignore comments.
 var commentPing = []byte("ping")
 
-// appendStreamError appends the event that tells the caller the upstream broke mid-stream, in
-// the shape of the endpoint's protocol; no [DONE] follows it.
-func (c *call) appendStreamError(buf []byte, msg string) []byte {
-	switch c.ep {
+// protocol is the stream protocol of the endpoint's answers.
+func (e endpoint) protocol() sse.Protocol {
+	switch e {
 	case epResponses:
-		data, _ := json.Marshal(map[string]any{"type": "error", "code": "upstream_error", "message": msg, "param": nil})
-		return sse.AppendEvent(buf, []byte("error"), data)
+		return sse.Responses
 	case epMessages:
-		data, _ := json.Marshal(map[string]any{"type": "error", "error": map[string]string{"type": "api_error", "message": msg}})
-		return sse.AppendEvent(buf, []byte("error"), data)
+		return sse.Anthropic
 	}
-	return sse.AppendEvent(buf, nil, sse.ErrorChunk(msg))
-}
-
-// passThroughUsage picks usage out of Responses and Anthropic Messages stream events, which
-// carry it in named events rather than in a final chunk.
-func (c *call) passThroughUsage(ev sse.Event) {
-	switch string(ev.Name) {
-	case "response.completed":
-		var v struct {
-			Response struct {
-				Usage struct {
-					InputTokens  int64 `json:"input_tokens"`
-					OutputTokens int64 `json:"output_tokens"`
-					TotalTokens  int64 `json:"total_tokens"`
-				} `json:"usage"`
-			} `json:"response"`
-		}
-		if json.Unmarshal(ev.Data, &v) == nil {
-			u := v.Response.Usage
-			c.res.Usage = sse.Usage{PromptTokens: u.InputTokens, CompletionTokens: u.OutputTokens, TotalTokens: u.TotalTokens}
-			if u.TotalTokens == 0 {
-				c.res.Usage.TotalTokens = u.InputTokens + u.OutputTokens
-			}
-		}
-	case "message_start":
-		var v struct {
-			Message struct {
-				Usage struct {
-					InputTokens  int64 `json:"input_tokens"`
-					OutputTokens int64 `json:"output_tokens"`
-				} `json:"usage"`
-			} `json:"message"`
-		}
-		if json.Unmarshal(ev.Data, &v) == nil {
-			c.res.Usage.PromptTokens = v.Message.Usage.InputTokens
-			c.res.Usage.CompletionTokens = v.Message.Usage.OutputTokens
-			c.res.Usage.TotalTokens = c.res.Usage.PromptTokens + c.res.Usage.CompletionTokens
-		}
-	case "message_delta":
-		var v struct {
-			Usage struct {
-				OutputTokens int64 `json:"output_tokens"`
-			} `json:"usage"`
-		}
-		if json.Unmarshal(ev.Data, &v) == nil && v.Usage.OutputTokens > 0 {
-			c.res.Usage.CompletionTokens = v.Usage.OutputTokens
-			c.res.Usage.TotalTokens = c.res.Usage.PromptTokens + c.res.Usage.CompletionTokens
-		}
-	}
+	return sse.OpenAI
 }

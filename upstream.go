@@ -10,9 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
-	"github.com/goccy/go-json"
 	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/audit"
@@ -60,7 +58,7 @@ var hopHeaders = []string{
 
 // newUpstreamRequest builds the request for uc carrying body; release the returned body once
 // RoundTrip returned.
-func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) (*http.Request, *upstreamBody) {
+func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) (*http.Request, *upstreamBody) {
 	r := c.r
 	u := uc.url(c.upPath, r.URL.RawQuery)
 
@@ -239,111 +237,76 @@ func readLimited(resp *http.Response, limit int64) ([]byte, error) {
 	return buf, nil
 }
 
-// copyResponse relays a complete (non-streaming) answer, applying the response transforms of
-// SPEC §6 to successful chat and completion answers. It reports false when the body could not
-// be read, so the next client is tried: nothing was written to the caller yet.
-// ctx is the attempt's context.
-func (c *call) copyResponse(ctx context.Context, uc *upstreamClient, resp *http.Response, probe bool) bool {
-	g := c.g
-	if resp.ContentLength > g.maxBuffered {
-		// Declared too large to hold: relay it from its first byte.
-		uc.state.Breaker.Success()
-		c.relayLarge(resp, nil)
-		return true
-	}
-	body, err := readLimited(resp, g.maxBuffered+1)
-	if err == nil && int64(len(body)) > g.maxBuffered {
-		uc.state.Breaker.Success()
-		c.relayLarge(resp, body)
-		return true
-	}
-	resp.Body.Close()
-	if err != nil {
-		if c.ctx.Err() != nil {
-			if probe {
-				uc.state.Breaker.Abandon()
-			}
-			c.callerGone()
-			return true
-		}
-		uc.state.Breaker.Failure(g.policy, time.Now())
-		kind := failConnect
-		if timedOut(ctx, err) {
-			kind = failTimeout
-			if ctx.Err() != nil {
-				err = context.Cause(ctx)
-			}
-		}
-		c.last = failure{kind: kind, err: err}
-		c.res.Backend = ""
-		return false
-	}
-	uc.state.Breaker.Success()
-
+// writeBuffered sends a complete (non-streaming) answer, applying the response transforms of
+// SPEC §6 to successful chat and completion answers.
+func writeBuffered(d delivery, req *apiRequest, spec *attemptSpec, resp *http.Response, body []byte) (ans answer) {
+	uc := spec.uc
 	if resp.StatusCode/100 == 2 {
-		if kind, ok := c.ep.sseKind(); ok && (uc.SpecialPrefix != "" || (c.ep == epChat && uc.format != sse.Passthrough)) {
-			if out, err := sse.TransformResponse(body, kind, uc.SpecialPrefix, c.format(uc)); err == nil {
+		if kind, ok := req.ep.sseKind(); ok && (uc.SpecialPrefix != "" || (req.ep == epChat && uc.format != sse.Passthrough)) {
+			if out, err := sse.TransformResponse(body, kind, uc.SpecialPrefix, req.ep.format(uc)); err == nil {
 				body = out
 			}
 		}
 		if u, ok := sse.ParseUsage(body); ok {
-			c.res.Usage = u
+			ans.usage = u
 		}
 	}
-	c.res.Status = resp.StatusCode
+	ans.status = resp.StatusCode
 
-	h := c.w.Header()
+	h := d.w.Header()
 	copyResponseHeader(h, resp.Header, true)
-	if c.stream && resp.StatusCode/100 != 2 && isEventStream(resp.Header) {
+	if req.stream && resp.StatusCode/100 != 2 && isEventStream(resp.Header) {
 		// A failed stream is answered in JSON, as the SDKs expect of an error (SPEC §6).
 		body = sseErrorJSON(body, resp.StatusCode)
 		h.Set("Content-Type", "application/json")
 	}
-	c.res.Response = body
-	c.setGatewayHeaders()
+	ans.response = body
+	setGatewayHeaders(h, d.tried, d.backend)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	c.w.WriteHeader(resp.StatusCode)
-	_, _ = c.w.Write(body)
-	return true
+	d.w.WriteHeader(resp.StatusCode)
+	_, _ = d.w.Write(body)
+	return ans
 }
 
 // relayLarge sends an answer larger than max_buffered_response as the upstream sends it, holding
 // no more of it than the copy needs: no response transform applies and no body is kept for the
 // audit log. head is what was read of it so far. The usage is read from the answer's last bytes,
 // where OpenAI-style answers put it, so large answers (embeddings, mostly) are still counted.
-func (c *call) relayLarge(resp *http.Response, head []byte) {
+// ctx is the call's context.
+func relayLarge(ctx context.Context, d delivery, g *generation, resp *http.Response, head []byte) (ans answer) {
 	defer resp.Body.Close()
-	c.res.Status = resp.StatusCode
-	c.res.Err = "answer larger than max_buffered_response (" + strconv.FormatInt(c.g.maxBuffered, 10) +
+	ans.status = resp.StatusCode
+	ans.err = "answer larger than max_buffered_response (" + strconv.FormatInt(g.maxBuffered, 10) +
 		" bytes) relayed as the upstream sent it"
-	copyResponseHeader(c.w.Header(), resp.Header, false)
-	c.setGatewayHeaders()
-	c.w.WriteHeader(resp.StatusCode)
+	copyResponseHeader(d.w.Header(), resp.Header, false)
+	setGatewayHeaders(d.w.Header(), d.tried, d.backend)
+	d.w.WriteHeader(resp.StatusCode)
 	end := new(tailWriter)
 	var dst io.Writer = end
-	if c.keepBodies() {
+	if d.keepBodies {
 		// The audit row keeps the answer's first bytes and its size, as for a stream.
-		kept := audit.NewBodyBuffer(c.h.audit.MaxBodySize)
-		defer func() { c.res.Response = kept.Bytes() }()
+		kept := audit.NewBodyBuffer(d.auditMax)
+		defer func() { ans.response = kept.Bytes() }()
 		dst = io.MultiWriter(end, kept)
 	}
 	_, _ = dst.Write(head)
-	if _, err := c.w.Write(head); err != nil {
-		c.callerGone()
-		return
+	if _, err := d.w.Write(head); err != nil {
+		ans.callerGone()
+		return ans
 	}
-	if _, err := io.Copy(io.MultiWriter(c.w, dst), resp.Body); err != nil {
-		c.res.Partial = true
-		if c.ctx.Err() != nil {
-			c.callerGone()
+	if _, err := io.Copy(io.MultiWriter(d.w, dst), resp.Body); err != nil {
+		ans.partial = true
+		if ctx.Err() != nil {
+			ans.callerGone()
 		}
-		return
+		return ans
 	}
 	if resp.StatusCode/100 == 2 {
 		if u, ok := end.usage(); ok {
-			c.res.Usage = u
+			ans.usage = u
 		}
 	}
+	return ans
 }
 
 // tailWriter keeps the last bytes written to it: enough to hold an answer's closing usage object.
@@ -380,15 +343,8 @@ func (t *tailWriter) usage() (sse.Usage, bool) {
 // sseErrorJSON turns an error an upstream sent as SSE into a JSON body: the first event whose
 // data is a JSON object, else the text wrapped in an OpenAI error.
 func sseErrorJSON(body []byte, status int) []byte {
-	rd := sse.NewReader(bytes.NewReader(body))
-	for {
-		ev, err := rd.Next()
-		if err != nil {
-			break
-		}
-		if data := bytes.TrimSpace(ev.Data); !ev.Comment && len(data) > 0 && data[0] == '{' && json.Valid(data) {
-			return append([]byte(nil), data...)
-		}
+	if data, ok := sse.ErrorJSON(body); ok {
+		return data
 	}
 	msg := strings.TrimSpace(string(body))
 	if msg == "" {
@@ -397,10 +353,10 @@ func sseErrorJSON(body []byte, status int) []byte {
 	return marshalError(errTypeUpstream, "", msg)
 }
 
-// format is the thinking normalisation that applies to this call's answers from uc: only chat
-// answers carry reasoning.
-func (c *call) format(uc *upstreamClient) sse.Format {
-	if c.ep != epChat {
+// format is the thinking normalisation that applies to the endpoint's answers from uc: only
+// chat answers carry reasoning.
+func (e endpoint) format(uc *upstreamClient) sse.Format {
+	if e != epChat {
 		return sse.Passthrough
 	}
 	return uc.format
