@@ -1,6 +1,7 @@
 package llmgateway_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -8,17 +9,23 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/fakeupstream"
+	_ "github.com/llmgw/caddy-llm-gateway/internal/fakeupstream/caddymodule" // fake_openai, as cmd/caddy has it
 )
 
 // Addresses the examples are written for, replaced by the test's own.
 const (
-	exampleUpstream = "127.0.0.1:9001"       // the README's fake upstream
+	exampleUpstream = "127.0.0.1:9001"       // the fake upstream's address in base_urls
+	exampleFakeSite = "http://:9001 {"       // the site serving the fake upstream (fake_openai)
 	exampleSite     = ":8000 {"              // the site every example serves
 	exampleAdmin    = "admin localhost:2019" // admin endpoint: off in tests
 )
 
-// TestExamples runs every Caddyfile under examples/ against a fake upstream, with the files it
-// reads laid out as it expects relative to the working directory, and sends it one request.
+// TestExamples runs every Caddyfile under examples/ with the files it reads laid out as it
+// expects relative to the working directory, and sends it one request. An example that serves
+// the fake upstream itself (fake_openai) gets it on a fresh port; the others get one of the
+// test's.
 func TestExamples(t *testing.T) {
 	for _, tc := range []struct {
 		file      string
@@ -31,24 +38,28 @@ func TestExamples(t *testing.T) {
 		{file: "docker/Caddyfile", files: map[string]string{"config/config.yaml": "config.yaml"}, model: "gpt-backup"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			up := fake(t, "example")
+			upstream := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			if !exampleServesFake(t, tc.file) {
+				upstream = fake(t, "example").Addr()
+			}
 			dir := t.TempDir()
 			for dst, src := range tc.files {
-				writeExample(t, filepath.Join(dir, dst), src, up.Addr())
+				writeExample(t, filepath.Join(dir, dst), src, upstream)
 			}
 			// Relative paths in the examples (config, logs, audit database) land in dir.
 			t.Chdir(dir)
-			gw := startExample(t, filepath.Join("examples", tc.file), up.Addr(), dir)
+			gw := startExample(t, filepath.Join("examples", tc.file), upstream, dir)
 
 			status, h, body := gw.chat(tc.model)
-			if status != http.StatusOK || !strings.Contains(body, "hello from example") {
+			before := fakeStats(t, upstream)
+			if status != http.StatusOK || !strings.Contains(body, "hello from "+before.Name) {
 				t.Fatalf("chat %s: %d %s", tc.model, status, body)
 			}
 			if h.Get("X-LLM-Gateway-Backend") == "" {
 				t.Errorf("no X-LLM-Gateway-Backend header")
 			}
-			if up.Requests() != 1 {
-				t.Errorf("fake upstream saw %d requests, want 1", up.Requests())
+			if before.Requests != 1 {
+				t.Errorf("fake upstream saw %d requests, want 1", before.Requests)
 			}
 			if tc.accessLog == "" {
 				return
@@ -64,6 +75,33 @@ func TestExamples(t *testing.T) {
 			}
 		})
 	}
+}
+
+// exampleServesFake reports whether the example at examples/file serves the fake upstream
+// itself (the development binary's fake_openai).
+func exampleServesFake(t *testing.T, file string) bool {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(pkgDir, "examples", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(data), "\tfake_openai ")
+}
+
+// fakeStats reads the counters of the fake upstream at addr over its control endpoint, which
+// works for the test's fakes and for one served by Caddy alike.
+func fakeStats(t *testing.T, addr string) fakeupstream.Stats {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/_fake/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st fakeupstream.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /_fake/stats: %d %v", resp.StatusCode, err)
+	}
+	return st
 }
 
 // TestExamplesAreAllTested fails when an example config is added without a TestExamples case.
@@ -105,8 +143,8 @@ func writeExample(t *testing.T, dst, src, upstream string) {
 }
 
 // startExample runs the Caddyfile at path (relative to the repository) on a fresh port with
-// the admin endpoint off, the fake upstream's address substituted and file logs in dir. It
-// stops Caddy when the test ends.
+// the admin endpoint off, the fake upstream's address substituted (also where the example
+// serves it) and file logs in dir. It stops Caddy when the test ends.
 func startExample(t *testing.T, path, upstream, dir string) *gateway {
 	t.Helper()
 	// The test has changed directory; read the example from the package directory.
@@ -122,6 +160,10 @@ func startExample(t *testing.T, path, upstream, dir string) *gateway {
 	}
 	g := newGateway(t)
 	cf = strings.ReplaceAll(cf, exampleUpstream, upstream)
+	if strings.Count(cf, exampleFakeSite) == 1 {
+		_, port, _ := strings.Cut(upstream, ":")
+		cf = strings.Replace(cf, exampleFakeSite, "http://:"+port+" {", 1)
+	}
 	cf = strings.Replace(cf, exampleSite, fmt.Sprintf("http://127.0.0.1:%d {", g.port), 1)
 	cf = strings.Replace(cf, exampleAdmin, "admin off\n\tpersist_config off", 1)
 	// Caddy v2.11.9 keeps a file log writer open after its config stops, keyed by the path as

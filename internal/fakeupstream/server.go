@@ -11,7 +11,7 @@
 // saw without sleeping.
 //
 // Besides the Go API, two control endpoints serve command mode
-// (cmd/fakeupstream): GET/POST/DELETE /_fake/settings (read, merge, reset;
+// (cmd/fakeupstream, and fake_openai in Caddy): GET/POST/DELETE /_fake/settings (read, merge, reset;
 // see Settings for the JSON form) and GET /_fake/stats.
 package fakeupstream
 
