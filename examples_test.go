@@ -1,7 +1,9 @@
 package llmgateway_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -9,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/openai/openai-go/v3"
 
 	"github.com/llmgw/caddy-llm-gateway/internal/fakeupstream"
 	_ "github.com/llmgw/caddy-llm-gateway/internal/fakeupstream/caddymodule" // fake_openai, as cmd/caddy has it
@@ -74,6 +78,50 @@ func TestExamples(t *testing.T) {
 				t.Errorf("access log llm fields = %+v, want model %s, the answering backend and tokens", e.LLM, tc.model)
 			}
 		})
+	}
+}
+
+// TestExampleAnswersEveryRequest checks that the example answers what the gateway does not
+// serve with an OpenAI-shaped 404 rather than Caddy's empty 200, and answers the SDK's
+// retrieve-model call from the models list.
+func TestExampleAnswersEveryRequest(t *testing.T) {
+	upstream := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dir := t.TempDir()
+	t.Chdir(dir)
+	gw := startExample(t, filepath.Join("examples", "Caddyfile"), upstream, dir)
+
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/v1/chat/completions", ""},
+		{"GET", "/metrics", ""},
+		{"GET", "/", ""},
+		{"GET", "/v1/models/", ""},
+		{"POST", "/v1/files", `{"purpose":"batch"}`},
+		{"DELETE", "/v1/models/gpt-4o", ""},
+	} {
+		req, _ := http.NewRequest(tc.method, gw.URL+tc.path, strings.NewReader(tc.body))
+		status, h, body := gw.do(req)
+		var e struct {
+			Error struct{ Type, Code string }
+		}
+		if status != http.StatusNotFound || h.Get("Content-Type") != "application/json" ||
+			json.Unmarshal([]byte(body), &e) != nil || e.Error.Code != "unknown_url" {
+			t.Errorf("%s %s = %d %q %s, want an OpenAI-shaped JSON 404", tc.method, tc.path, status, h.Get("Content-Type"), body)
+		}
+	}
+
+	client := gw.client()
+	m, err := client.Models.Get(context.Background(), "gpt-4o")
+	if err != nil || m.ID != "gpt-4o" {
+		t.Errorf("retrieve gpt-4o: %v %+v", err, m)
+	}
+	_, err = client.Models.Get(context.Background(), "no-such-model")
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound || apiErr.Code != "model_not_found" {
+		t.Errorf("retrieve no-such-model: %v, want 404 model_not_found", err)
+	}
+	// Each of the example's two clients lists the fake's models once; nothing else is asked.
+	if st := fakeStats(t, upstream); st.Requests != 2 || st.Paths["/v1/models"] != 2 {
+		t.Errorf("fake upstream saw %+v, want only a models list per client", st)
 	}
 }
 

@@ -114,6 +114,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			h.serveModels(w, r, g)
 			return nil
 		}
+		if id, ok := strings.CutPrefix(r.URL.Path, modelsPathPrefix); ok && id != "" {
+			h.serveModel(w, r, g, id)
+			return nil
+		}
 	case http.MethodPost:
 		if ep, upPath, ok := classify(r.URL.Path); ok {
 			return h.serveAPI(w, r, next, g, ep, upPath)
