@@ -260,7 +260,7 @@ func (c *call) copyResponse(uc *upstreamClient, resp *http.Response, probe bool)
 	copyResponseHeader(h, resp.Header, true)
 	if c.stream && resp.StatusCode/100 != 2 && isEventStream(resp.Header) {
 		// A failed stream is answered in JSON, as the SDKs expect of an error (SPEC §6).
-		body = sseErrorJSON(body, resp.StatusCode)
+		body = sseErrorJSON(body, resp.StatusCode, c.r.URL.Path)
 		h.Set("Content-Type", "application/json")
 	}
 	c.res.Response = body
@@ -293,8 +293,8 @@ func (c *call) relayLarge(resp *http.Response, head []byte) {
 }
 
 // sseErrorJSON turns an error an upstream sent as SSE into a JSON body: the first event whose
-// data is a JSON object, else the text wrapped in an OpenAI error.
-func sseErrorJSON(body []byte, status int) []byte {
+// data is a JSON object, else the text wrapped in an error of path's API.
+func sseErrorJSON(body []byte, status int, path string) []byte {
 	rd := sse.NewReader(bytes.NewReader(body))
 	for {
 		ev, err := rd.Next()
@@ -309,7 +309,7 @@ func sseErrorJSON(body []byte, status int) []byte {
 	if msg == "" {
 		msg = "upstream answered " + strconv.Itoa(status) + " with no body"
 	}
-	return marshalError(errTypeUpstream, "", msg)
+	return (&apiError{status: status, typ: errTypeUpstream, message: msg}).encode(path)
 }
 
 // format is the thinking normalisation that applies to this call's answers from uc: only chat
