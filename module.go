@@ -276,7 +276,7 @@ func newUpstreamClient(ctx caddy.Context, repl *caddy.Replacer, c *router.Client
 		return nil, err
 	}
 	for name, value := range c.Headers {
-		uc.headers = append(uc.headers, headerValue{http.CanonicalHeaderKey(name), []string{repl.ReplaceKnown(value, "")}})
+		uc.headers = append(uc.headers, newHeaderValue(repl, name, value))
 	}
 
 	raw := c.TransportRaw
@@ -335,10 +335,12 @@ func enableTLS(raw json.RawMessage) (json.RawMessage, error) {
 	return json.Marshal(m)
 }
 
-// headerValue is one configured upstream request header, in the form http.Header stores.
+// headerValue is one configured upstream request header, in the form http.Header stores
+// (see newHeaderValue).
 type headerValue struct {
-	name   string
-	values []string
+	name     string
+	values   []string // the value, when it needs no request to expand
+	template string   // the value as configured, when it holds request placeholders
 }
 
 // client returns the generation's client named name, or nil; g may be nil.

@@ -97,8 +97,14 @@ func (c *call) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body 
 			header["X-Api-Key"] = []string{key}
 		}
 	}
-	for _, h := range uc.headers {
-		header[h.name] = h.values
+	for i := range uc.headers {
+		// The configured name is the operator's: a value that expands to nothing removes the
+		// caller's header of that name rather than letting it through.
+		if v := uc.headers[i].valuesFor(r.Context()); v != nil {
+			header[uc.headers[i].name] = v
+		} else {
+			delete(header, uc.headers[i].name)
+		}
 	}
 
 	ub := &upstreamBody{b: body}

@@ -60,7 +60,7 @@ import (
 //			thinking_format passthrough|think_tag|reasoning|reasoning_content
 //			strip_think     on|off
 //			inject_usage    on|off
-//			header          <name> <value>        # repeatable
+//			header          <name> <value>        # repeatable; placeholders expanded per request
 //			transport       <module> {            # e.g. http; Caddy's reverse_proxy transport block
 //				...
 //			}

@@ -245,7 +245,10 @@ type Client struct {
 	// usage is always captured. Turn it off for servers that reject the option. Default: true.
 	InjectUsage *bool `json:"inject_usage,omitempty"`
 
-	// Headers are extra request headers sent to this upstream. Values may hold placeholders.
+	// Headers are extra request headers sent to this upstream, replacing the caller's header of
+	// the same name. Values may hold placeholders, expanded for each request
+	// ({http.request.header.X-Team}, {http.request.remote.host}, {http.llm.model}, {env.X}…);
+	// a value that expands to nothing, or to one no header may carry, is not sent.
 	// Default: none.
 	Headers map[string]string `json:"headers,omitempty"`
 
