@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/openai/openai-go/v3"
 
 	"github.com/llmgw/caddy-llm-gateway/internal/fakeupstream"
@@ -218,8 +220,67 @@ func startExample(t *testing.T, path, upstream, dir string) *gateway {
 	// written, so a relative path would keep writing into the previous test's directory.
 	cf = strings.ReplaceAll(cf, "output file logs/", "output file "+filepath.Join(dir, "logs")+"/")
 
-	g.loadCaddyfile(path, cf, true)
+	loadExample(g, path, cf, dir)
 	return g
+}
+
+// loadExample loads the example's Caddyfile cf as a user's `caddy run` would see it, and fails
+// the test when Caddy warns: the example, as written, must adapt without a warning, and the
+// config must start without one (a demo that warns on every start teaches users to ignore
+// warnings). Caddy's log goes to dir at level WARN instead of the terminal.
+func loadExample(g *gateway, path, cf, dir string) {
+	t := g.t
+	t.Helper()
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	data, err := os.ReadFile(filepath.Join(pkgDir, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, warnings, err := adapter.Adapt(data, map[string]any{"filename": path}); err != nil || len(warnings) > 0 {
+		t.Errorf("adapting %s as written: %v, warnings %v", path, err, warnings)
+	}
+	cfgJSON, _, err := adapter.Adapt([]byte(cf), map[string]any{"filename": path})
+	if err != nil {
+		t.Fatalf("adapting %s: %v\n%s", path, err, cf)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	logging, _ := cfg["logging"].(map[string]any)
+	if logging == nil {
+		logging = map[string]any{}
+		cfg["logging"] = logging
+	}
+	logs, _ := logging["logs"].(map[string]any)
+	if logs == nil {
+		logs = map[string]any{}
+		logging["logs"] = logs
+	}
+	def, _ := logs["default"].(map[string]any) // an example's log block leaves an "exclude" there
+	if def == nil {
+		def = map[string]any{}
+		logs["default"] = def
+	}
+	warnLog := filepath.Join(dir, "caddy-warnings.log")
+	def["writer"] = map[string]any{"output": "file", "filename": warnLog}
+	def["level"] = "WARN"
+	if cfgJSON, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Load(cfgJSON, true); err != nil {
+		t.Fatalf("loading %s: %v\n%s", path, err, cfgJSON)
+	}
+	waitListenersClosed(t, g.port, 1)
+	http.DefaultClient.CloseIdleConnections()
+	// Caddy logs its start-up warnings (HTTP/2 and HTTP/3 skipped for want of TLS, say) before
+	// Load returns.
+	warned, _ := os.ReadFile(warnLog)
+	for line := range strings.Lines(string(warned)) {
+		if !strings.Contains(line, `"msg":"admin endpoint disabled"`) { // the test's "admin off"
+			t.Errorf("%s: Caddy warns on start: %s", path, line)
+		}
+	}
 }
 
 // pkgDir is the package directory, where `go test` starts.

@@ -248,7 +248,7 @@ func sniffError(err error) *apiError {
 	case errors.Is(err, reqbody.ErrModelNotString):
 		return errInvalidRequest("'model' must be a string")
 	}
-	return errInvalidRequest("request body is not a valid JSON object: " + err.Error())
+	return errInvalidRequest(err.Error()) // reqbody.ErrNotJSON, with the reason
 }
 
 // readBody reads the whole request body, failing with *http.MaxBytesError past limit.

@@ -42,7 +42,7 @@ import (
 //			failure_threshold <n>
 //			cooldown          <duration>
 //			max_cooldown      <duration>
-//			backoff           <factor>           # >= 1
+//			backoff           <factor>           # below 1 means 1
 //			enabled           on|off
 //			disabled                            # same as "enabled off"
 //		}
@@ -204,8 +204,13 @@ func unmarshalHealthCheck(d *caddyfile.Dispenser, hc *router.HealthCheck) error 
 				return err
 			}
 			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || math.IsInf(f, 0) || !(f >= 1) {
-				return d.Errf("invalid backoff %q: want a finite number >= 1", v)
+			if err != nil && !errors.Is(err, strconv.ErrRange) {
+				return d.Errf("invalid backoff %q: want a number", v)
+			}
+			// One rule with JSON and the origin's YAML: below 1, or not finite, means 1. The 1 is
+			// written out, as 0 would mean the default of 2.
+			if math.IsInf(f, 0) || !(f >= 1) {
+				f = 1
 			}
 			hc.Backoff = f
 
@@ -447,6 +452,9 @@ func durationArg(d *caddyfile.Dispenser, zeroOK bool) (caddy.Duration, error) {
 	dur, err := caddy.ParseDuration(v)
 	if err != nil {
 		return 0, d.Errf("invalid %s %q: %v", opt, v, err)
+	}
+	if dur < 0 && zeroOK {
+		return 0, d.Errf("invalid %s %q: must not be negative", opt, v)
 	}
 	if dur < 0 || (dur == 0 && !zeroOK) {
 		return 0, d.Errf("invalid %s %q: must be positive", opt, v)

@@ -150,6 +150,13 @@ func TestUnmarshalGatewayValues(t *testing.T) {
 		}},
 		{"breaker enabled off then on", gw(hc("enabled off\nenabled on")), func(c *router.Config) bool { return !c.HealthCheck.Disabled }},
 		{"fractional backoff", gw(hc(`backoff 1.5`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1.5 }},
+		// Below 1 means 1, as in JSON and YAML; 0 too (in HealthCheck 0 would be the default 2).
+		{"backoff below one", gw(hc(`backoff 0.5`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
+		{"backoff zero", gw(hc(`backoff 0`)), func(c *router.Config) bool { return c.HealthCheck.Policy().Backoff == 1 }},
+		{"backoff negative", gw(hc(`backoff -2`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
+		{"backoff NaN", gw(hc(`backoff NaN`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
+		{"backoff Inf", gw(hc(`backoff +Inf`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
+		{"backoff out of range", gw(hc(`backoff 1e999`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
 		{"stop appends and unescapes", `llm_gateway {
 client a {
 			base_url http://h/v1
@@ -221,7 +228,7 @@ func TestUnmarshalGatewayErrors(t *testing.T) {
 		{"bad strategy", gw(`strategy fastest`), `unknown strategy "fastest"`},
 		{"bad thinking_format", gw(`thinking_format xml`), `unknown thinking_format "xml"`},
 		{"bad ttl", gw(`models_cache_ttl soon`), `invalid models_cache_ttl "soon"`},
-		{"negative ttl", gw(`models_cache_ttl -1s`), "must be positive"},
+		{"negative ttl", gw(`models_cache_ttl -1s`), `invalid models_cache_ttl "-1s": must not be negative`},
 		{"bad body size", gw(`max_request_body lots`), `invalid max_request_body "lots"`},
 		{"zero body size", gw(`max_request_body 0`), "out of range"},
 		{"huge body size", gw(`max_request_body 9EiB`), "out of range"},
@@ -233,9 +240,7 @@ func TestUnmarshalGatewayErrors(t *testing.T) {
 		{"zero threshold", gw(hc(`failure_threshold 0`)), "must be >= 1"},
 		{"bad cooldown", gw(hc(`cooldown 5`)), `invalid cooldown "5"`},
 		{"max_cooldown missing", gw(hc(`max_cooldown`)), "wrong argument count"},
-		{"backoff below one", gw(hc(`backoff 0.5`)), "want a finite number >= 1"},
-		{"backoff NaN", gw(hc(`backoff NaN`)), "want a finite number >= 1"},
-		{"backoff Inf", gw(hc(`backoff +Inf`)), "want a finite number >= 1"},
+		{"backoff not a number", gw(hc(`backoff fast`)), `invalid backoff "fast": want a number`},
 		{"enabled maybe", gw(hc(`enabled maybe`)), `invalid enabled "maybe": want on or off`},
 		{"disabled argument", gw(hc(`disabled yes`)), "wrong argument count"},
 		{"client without name", gw(`client`), "client needs a name"},

@@ -117,7 +117,8 @@ type HealthCheck struct {
 	// MaxCooldown caps the cooldown as it grows after failed probes. Default: 5m.
 	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
 
-	// Backoff multiplies the cooldown after each failed probe. Values below 1 mean 1.
+	// Backoff multiplies the cooldown after each failed probe. Values below 1 (negative ones
+	// included) mean 1, in every config format; in JSON, 0 is the same as absent.
 	// Default: 2.
 	Backoff float64 `json:"backoff,omitempty"`
 }
@@ -183,9 +184,6 @@ func (h *HealthCheck) Validate() error {
 	}
 	if h.Cooldown < 0 || h.MaxCooldown < 0 {
 		return fmt.Errorf("health_check: cooldown and max_cooldown must not be negative")
-	}
-	if h.Backoff < 0 {
-		return fmt.Errorf("health_check: backoff must not be negative, got %g", h.Backoff)
 	}
 	return nil
 }
