@@ -511,8 +511,9 @@ func TestStreamNamedEventsPassThrough(t *testing.T) {
 		want             []string
 	}{
 		{"responses", "/v1/responses", `{"model":"gpt-4o","input":"hi","stream":true}`,
-			[]string{"response.created", "response.output_text.delta", "response.output_text.delta",
-				"response.output_text.delta", "response.completed"}},
+			[]string{"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+				"response.output_text.delta", "response.output_text.delta", "response.output_text.delta",
+				"response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"}},
 		{"messages", "/v1/messages", `{"model":"claude-3","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
 			[]string{"message_start", "content_block_start", "content_block_delta", "content_block_delta",
 				"content_block_delta", "content_block_stop", "message_delta", "message_stop"}},

@@ -403,7 +403,9 @@ func TestNamedEventStreams(t *testing.T) {
 		deltaPath  []any // where a delta event carries its text
 	}{
 		{"/responses", `{"model":"m","input":"x","stream":true}`,
-			[]string{"response.created", "response.output_text.delta", "response.output_text.delta", "response.output_text.delta", "response.completed"},
+			[]string{"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+				"response.output_text.delta", "response.output_text.delta", "response.output_text.delta",
+				"response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"},
 			[]any{"delta"}},
 		{"/messages", `{"model":"m","max_tokens":9,"stream":true}`,
 			[]string{"message_start", "content_block_start", "content_block_delta", "content_block_delta", "content_block_delta", "content_block_stop", "message_delta", "message_stop"},

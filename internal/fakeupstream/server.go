@@ -2,9 +2,11 @@
 // tests, the example config and the benchmark.
 //
 // It serves, under /v1: chat/completions and completions (JSON, or SSE with
-// "stream":true), embeddings, audio/transcriptions and audio/translations
-// (multipart), models, responses and messages (SSE with named events),
-// rerank, and echoes any other POST with a JSON body. Answers name the
+// "stream":true), embeddings (floats, or base64 with "encoding_format"),
+// audio/transcriptions and audio/translations (multipart), models and
+// models/{id}, responses and messages (SSE with named events, in the order
+// of the real APIs, which the SDKs' stream accumulators rely on), rerank,
+// and echoes any other POST with a JSON body. Answers name the
 // server ("hello from <name>") and echo the request's model, so a test can
 // tell which backend answered. Settings change failure modes and timing at
 // run time; counters and wait helpers let tests observe what the upstream
