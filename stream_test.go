@@ -397,7 +397,7 @@ func TestStreamUpstreamBreak(t *testing.T) {
 	}{
 		{"chat", "/v1/chat/completions", chatStreamBody("gpt-4o"), 2, chatErrorChunk},
 		{"completions", "/v1/completions", `{"model":"gpt-3.5-turbo-instruct","prompt":"once","stream":true}`, 2, chatErrorChunk},
-		{"responses", "/v1/responses", `{"model":"gpt-4o","input":"hi","stream":true}`, 3, namedErrorEvent},
+		{"responses", "/v1/responses", `{"model":"gpt-4o","input":"hi","stream":true}`, 6, namedErrorEvent},
 		{"messages", "/v1/messages", `{"model":"gpt-4o","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, 4, namedErrorEvent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
