@@ -518,14 +518,15 @@ type caddyProcess struct {
 	log    strings.Builder // the process's stderr
 }
 
-// startCaddyProcess runs bin with the Caddyfile at config and waits until it serves.
+// startCaddyProcess runs bin (see caddyBinary) with the Caddyfile at config and waits until it
+// serves.
 func startCaddyProcess(t *testing.T, bin, config string) *caddyProcess {
 	t.Helper()
 	p := &caddyProcess{ready: make(chan struct{}), exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, "run", "--config", config, "--adapter", "caddyfile")
 	// Keep Caddy's data and config directories out of the user's home.
 	dir := t.TempDir()
-	p.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir)
+	p.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "HOME="+dir, runAsCaddyEnv+"=1")
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -578,19 +579,12 @@ func (p *caddyProcess) output() string {
 }
 
 func TestAuditShutdownWritesPartialRows(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the gateway binary")
-	}
 	if runtime.GOOS == "windows" {
 		t.Skip("needs SIGTERM")
 	}
 	const streams = 4
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "caddy")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/caddy")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/caddy: %v\n%s", err, out)
-	}
+	bin := caddyBinary(t) // Caddy as a process of its own: the process exit is what is tested
 
 	up := fake(t, "sd-up")
 	up.Update(func(s *fakeupstream.Settings) {

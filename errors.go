@@ -3,6 +3,7 @@ package llmgateway
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/goccy/go-json"
 )
@@ -19,7 +20,8 @@ const (
 	errCodeAllCoolingDown  = "upstream_cooling_down"
 )
 
-// apiError is an error answered to the caller in OpenAI's JSON shape.
+// apiError is an error the gateway answers itself, in the JSON shape the caller's SDK expects
+// (see encode).
 type apiError struct {
 	status  int
 	typ     string
@@ -49,6 +51,63 @@ func marshalError(typ, code, message string) []byte {
 	}
 	out, _ := json.Marshal(&b) // cannot fail: only strings
 	return out
+}
+
+// encode returns the error's body for a request to path: Anthropic's shape on the Messages API
+// (/v1/messages and the paths under it, such as count_tokens), OpenAI's everywhere else, so
+// each SDK raises its own typed error with the gateway's message (SPEC §9).
+func (e *apiError) encode(path string) []byte {
+	if isAnthropicPath(path) {
+		return marshalAnthropicError(anthropicErrorType(e.status), e.message)
+	}
+	return marshalError(e.typ, e.code, e.message)
+}
+
+// isAnthropicPath reports whether path belongs to the Anthropic Messages API.
+func isAnthropicPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/v1/messages")
+	return ok && (rest == "" || rest[0] == '/')
+}
+
+// anthropicErrorBody is Anthropic's wire shape: {"type":"error","error":{"type":…,"message":…}}.
+type anthropicErrorBody struct {
+	Type  string `json:"type"`
+	Error struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// marshalAnthropicError encodes an Anthropic-shaped error body.
+func marshalAnthropicError(typ, message string) []byte {
+	b := anthropicErrorBody{Type: "error"}
+	b.Error.Type = typ
+	b.Error.Message = message
+	out, _ := json.Marshal(&b) // cannot fail: only strings
+	return out
+}
+
+// anthropicErrorType maps a status to the Anthropic error type the SDKs key their error classes
+// on, as Anthropic's API documents them.
+func anthropicErrorType(status int) string {
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		return "invalid_request_error"
+	case http.StatusUnauthorized:
+		return "authentication_error"
+	case http.StatusForbidden:
+		return "permission_error"
+	case http.StatusNotFound:
+		return "not_found_error"
+	case http.StatusTooManyRequests:
+		return "rate_limit_error"
+	case http.StatusServiceUnavailable, 529:
+		return "overloaded_error"
+	}
+	if status >= 500 {
+		return "api_error"
+	}
+	return "invalid_request_error"
 }
 
 // writeJSON writes a complete JSON answer.

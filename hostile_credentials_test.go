@@ -63,22 +63,27 @@ func readLog(t *testing.T, path string) []byte {
 // Authorization), which the gateway cannot prevent: it warns at provision, naming the headers and
 // the filter that fixes it. With that filter, no credential appears, in any spelling, and the
 // entries keep their llm object. Without access logging there is no warning.
+// filteredLog is a site log block with the documented credential filter; %s is its file.
+var filteredLog = "\tlog {\n\t\toutput file %s\n\t\t" + strings.ReplaceAll(llmgateway.AccessLogFilter, "\n", "\n\t\t") + "\n\t}\n"
+
 func TestAccessLogCredentials(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		logBlock    string // "" for no access log
+		options     string // llm_gateway options
 		wantWarning bool
 		wantLeak    bool
 	}{
-		{"plain json log", "\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}\n", true, true},
-		{"documented filter", "\tlog {\n\t\toutput file %s\n\t\t" + strings.ReplaceAll(llmgateway.AccessLogFilter, "\n", "\n\t\t") + "\n\t}\n", true, false},
-		{"no access log", "", false, false},
+		{"plain json log", "\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}\n", "", true, true},
+		{"documented filter", filteredLog, "", true, false},
+		{"documented filter, acknowledged", filteredLog, "\t\taccess_log_filtered", false, false},
+		{"no access log", "", "", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			accessPath, warnPath := filepath.Join(dir, "access.log"), filepath.Join(dir, "gateway.log")
 			up := fake(t, "cred")
-			site := gatewaySite("", clientBlock("cred", up.URL(), "match keyword gpt"))
+			site := gatewaySite(tc.options, clientBlock("cred", up.URL(), "match keyword gpt"))
 			if tc.logBlock != "" {
 				site = fmt.Sprintf(tc.logBlock, accessPath) + site
 			}

@@ -207,8 +207,10 @@ func fetchModels(ctx context.Context, uc *upstreamClient, cred string) (list []m
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	for _, h := range uc.headers {
-		req.Header[h.name] = h.values
+	for i := range uc.headers {
+		if v := uc.headers[i].valuesFor(ctx); v != nil { // ctx is the caller's request's
+			req.Header[uc.headers[i].name] = v
+		}
 	}
 	resp, err := uc.transport.RoundTrip(req)
 	if err != nil {

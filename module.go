@@ -121,10 +121,14 @@ const AccessLogFilter = `format filter {
 // runs, and masks only Authorization, Proxy-Authorization and Cookie: the X-Api-Key and Api-Key
 // keys that Anthropic and Azure SDKs send land there in clear, and no handler can mask them
 // afterwards. Only the log's encoder can (AccessLogFilter), and a handler can neither see nor set
-// it, so the warning shows whenever access logging is on, filter or not.
+// it: the warning shows whenever access logging is on, unless the operator said with
+// access_log_filtered that the site's log filters them.
 func (h *Handler) warnAccessLogCredentials(ctx caddy.Context) {
 	srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
 	if !ok || srv == nil || srv.Logs == nil {
+		return
+	}
+	if h.AccessLogFiltered && !srv.Logs.ShouldLogCredentials {
 		return
 	}
 	headers := []string{"X-Api-Key", "Api-Key"}
@@ -303,7 +307,7 @@ func newUpstreamClient(loadCtx caddy.Context, repl *caddy.Replacer, c *router.Cl
 		return nil, err
 	}
 	for name, value := range c.Headers {
-		uc.headers = append(uc.headers, headerValue{http.CanonicalHeaderKey(name), []string{repl.ReplaceKnown(value, "")}})
+		uc.headers = append(uc.headers, newHeaderValue(repl, name, value))
 	}
 
 	raw := c.TransportRaw
@@ -400,10 +404,12 @@ func (t *sharedTransport) release() {
 	}
 }
 
-// headerValue is one configured upstream request header, in the form http.Header stores.
+// headerValue is one configured upstream request header, in the form http.Header stores
+// (see newHeaderValue).
 type headerValue struct {
-	name   string
-	values []string
+	name     string
+	values   []string // the value, when it needs no request to expand
+	template string   // the value as configured, when it holds request placeholders
 }
 
 // client returns the generation's client named name, or nil; g may be nil.

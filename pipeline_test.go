@@ -479,7 +479,7 @@ func TestCopyAnswers(t *testing.T) {
 
 	t.Run("buffered", func(t *testing.T) {
 		w := httptest.NewRecorder()
-		req := &apiRequest{ep: epChat}
+		req := &apiRequest{r: httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil), ep: epChat}
 		body := `{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`
 		ans := writeBuffered(delivery{w: w, tried: []string{"x", "a"}, backend: "a"}, req, spec, resp(200, "application/json", body), []byte(body))
 		if ans.status != 200 || ans.usage != (sse.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}) || string(ans.response) != body {
@@ -492,7 +492,7 @@ func TestCopyAnswers(t *testing.T) {
 
 	t.Run("failed stream answered in JSON", func(t *testing.T) {
 		w := httptest.NewRecorder()
-		req := &apiRequest{ep: epChat, stream: true}
+		req := &apiRequest{r: httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil), ep: epChat, stream: true}
 		body := "data: {\"error\":{\"message\":\"bad\"}}\n\n"
 		ans := writeBuffered(delivery{w: w}, req, spec, resp(400, "text/event-stream", body), []byte(body))
 		if ans.status != 400 || string(ans.response) != `{"error":{"message":"bad"}}` || w.Header().Get("Content-Type") != "application/json" {

@@ -219,11 +219,12 @@ func (c *call) failAll(f finalFailure) {
 	setGatewayHeaders(c.w.Header(), c.res.Tried, c.res.Backend)
 	body := last.body
 	if c.req.stream && isEventStream(last.header) {
-		body = sseErrorJSON(body, last.status)
+		body = sseErrorJSON(body, last.status, c.req.r.URL.Path)
 		c.w.Header().Set("Content-Type", "application/json")
 	}
 	if len(body) == 0 {
-		body = marshalError(errTypeUpstream, "", "upstream answered "+strconv.Itoa(last.status)+" with no body")
+		body = (&apiError{status: last.status, typ: errTypeUpstream,
+			message: "upstream answered " + strconv.Itoa(last.status) + " with no body"}).encode(c.req.r.URL.Path)
 		c.w.Header().Set("Content-Type", "application/json")
 	}
 	c.w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -239,12 +240,12 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// fail answers a gateway error in OpenAI's shape and records it.
+// fail answers a gateway error in the shape the caller's API uses and records it.
 func (c *call) fail(e *apiError) {
 	c.res.Status = e.status
 	c.res.Err = e.message
 	setGatewayHeaders(c.w.Header(), c.res.Tried, c.res.Backend)
-	body := marshalError(e.typ, e.code, e.message)
+	body := e.encode(c.req.r.URL.Path)
 	c.res.Response = body
 	writeJSON(c.w, e.status, body)
 }

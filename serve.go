@@ -115,6 +115,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			h.serveModels(w, r, g)
 			return nil
 		}
+		if id, ok := strings.CutPrefix(r.URL.Path, modelsPathPrefix); ok && id != "" {
+			h.serveModel(w, r, g, id)
+			return nil
+		}
 	case http.MethodPost:
 		if ep, upPath, ok := classify(r.URL.Path); ok {
 			return h.serveAPI(w, r, next, g, ep, upPath)
@@ -276,7 +280,7 @@ func sniffError(err error) *apiError {
 	case errors.Is(err, reqbody.ErrDuplicateModel):
 		return errInvalidRequest(msgDuplicateModel)
 	}
-	return errInvalidRequest("request body is not a valid JSON object: " + err.Error())
+	return errInvalidRequest(err.Error()) // reqbody.ErrNotJSON, with the reason
 }
 
 // msgDuplicateModel answers a body that names several different models: the gateway would route

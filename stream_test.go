@@ -397,7 +397,7 @@ func TestStreamUpstreamBreak(t *testing.T) {
 	}{
 		{"chat", "/v1/chat/completions", chatStreamBody("gpt-4o"), 2, chatErrorChunk},
 		{"completions", "/v1/completions", `{"model":"gpt-3.5-turbo-instruct","prompt":"once","stream":true}`, 2, chatErrorChunk},
-		{"responses", "/v1/responses", `{"model":"gpt-4o","input":"hi","stream":true}`, 3, namedErrorEvent},
+		{"responses", "/v1/responses", `{"model":"gpt-4o","input":"hi","stream":true}`, 6, namedErrorEvent},
 		{"messages", "/v1/messages", `{"model":"gpt-4o","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, 4, namedErrorEvent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -511,8 +511,9 @@ func TestStreamNamedEventsPassThrough(t *testing.T) {
 		want             []string
 	}{
 		{"responses", "/v1/responses", `{"model":"gpt-4o","input":"hi","stream":true}`,
-			[]string{"response.created", "response.output_text.delta", "response.output_text.delta",
-				"response.output_text.delta", "response.completed"}},
+			[]string{"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+				"response.output_text.delta", "response.output_text.delta", "response.output_text.delta",
+				"response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"}},
 		{"messages", "/v1/messages", `{"model":"claude-3","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
 			[]string{"message_start", "content_block_start", "content_block_delta", "content_block_delta",
 				"content_block_delta", "content_block_stop", "message_delta", "message_stop"}},

@@ -86,8 +86,14 @@ func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient,
 			header["X-Api-Key"] = []string{key}
 		}
 	}
-	for _, h := range uc.headers {
-		header[h.name] = h.values
+	for i := range uc.headers {
+		// The configured name is the operator's: a value that expands to nothing removes the
+		// caller's header of that name rather than letting it through.
+		if v := uc.headers[i].valuesFor(r.Context()); v != nil {
+			header[uc.headers[i].name] = v
+		} else {
+			delete(header, uc.headers[i].name)
+		}
 	}
 
 	ub := &upstreamBody{b: body}
@@ -257,7 +263,7 @@ func writeBuffered(d delivery, req *apiRequest, spec *attemptSpec, resp *http.Re
 	copyResponseHeader(h, resp.Header, true)
 	if req.stream && resp.StatusCode/100 != 2 && isEventStream(resp.Header) {
 		// A failed stream is answered in JSON, as the SDKs expect of an error (SPEC §6).
-		body = sseErrorJSON(body, resp.StatusCode)
+		body = sseErrorJSON(body, resp.StatusCode, req.r.URL.Path)
 		h.Set("Content-Type", "application/json")
 	}
 	ans.response = body
@@ -341,8 +347,8 @@ func (t *tailWriter) usage() (sse.Usage, bool) {
 }
 
 // sseErrorJSON turns an error an upstream sent as SSE into a JSON body: the first event whose
-// data is a JSON object, else the text wrapped in an OpenAI error.
-func sseErrorJSON(body []byte, status int) []byte {
+// data is a JSON object, else the text wrapped in an error of path's API.
+func sseErrorJSON(body []byte, status int, path string) []byte {
 	if data, ok := sse.ErrorJSON(body); ok {
 		return data
 	}
@@ -350,7 +356,7 @@ func sseErrorJSON(body []byte, status int) []byte {
 	if msg == "" {
 		msg = "upstream answered " + strconv.Itoa(status) + " with no body"
 	}
-	return marshalError(errTypeUpstream, "", msg)
+	return (&apiError{status: status, typ: errTypeUpstream, message: msg}).encode(path)
 }
 
 // format is the thinking normalisation that applies to the endpoint's answers from uc: only

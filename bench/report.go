@@ -310,7 +310,7 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
 			len(b.body), len(b.auditResponse), wr.rps.format(0), wr.cpuPer.format(1), 1e6/wr.cpuPer.v)
 	}
 
-	fmt.Fprintf(w, "\n%s Ratios and acceptance (SPEC.md §11)\n\n", h)
+	fmt.Fprintf(w, "\n%s Ratios and acceptance (the project's performance targets)\n\n", h)
 	writeTable(w, checkHeader, "|---|--:|--:|:-:|", rep.checks)
 	fmt.Fprintf(w, "\nAudit, whole run: %d rows for %d answers of the audit target (counted in SQLite after a graceful stop).\n", audit.rows, audit.sent)
 

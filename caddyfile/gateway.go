@@ -41,11 +41,12 @@ import (
 //		max_fallback_hops         <n>             # 0 disables model fallback
 //		stream_first_byte_timeout <duration>
 //		stream_idle_timeout       <duration>      # default 5m
+//		access_log_filtered                       # the site's log filters X-Api-Key, Api-Key
 //		health_check {
 //			failure_threshold <n>
 //			cooldown          <duration>
 //			max_cooldown      <duration>
-//			backoff           <factor>           # >= 1
+//			backoff           <factor>           # below 1 means 1
 //			enabled           on|off
 //			disabled                            # same as "enabled off"
 //		}
@@ -63,7 +64,7 @@ import (
 //			thinking_format passthrough|think_tag|reasoning|reasoning_content
 //			strip_think     on|off
 //			inject_usage    on|off
-//			header          <name> <value>        # repeatable
+//			header          <name> <value>        # repeatable; placeholders expanded per request
 //			transport       <module> {            # e.g. http; Caddy's reverse_proxy transport block
 //				...
 //			}
@@ -179,6 +180,12 @@ func UnmarshalGateway(d *caddyfile.Dispenser, cfg *router.Config) error {
 			}
 			cfg.StreamIdleTimeout = dur
 
+		case "access_log_filtered":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			cfg.AccessLogFiltered = true
+
 		case "health_check":
 			if cfg.HealthCheck == nil {
 				cfg.HealthCheck = new(router.HealthCheck)
@@ -235,8 +242,13 @@ func unmarshalHealthCheck(d *caddyfile.Dispenser, hc *router.HealthCheck) error 
 				return err
 			}
 			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || math.IsInf(f, 0) || !(f >= 1) {
-				return d.Errf("invalid backoff %q: want a finite number >= 1", v)
+			if err != nil && !errors.Is(err, strconv.ErrRange) {
+				return d.Errf("invalid backoff %q: want a number", v)
+			}
+			// One rule with JSON and the origin's YAML: below 1, or not finite, means 1. The 1 is
+			// written out, as 0 would mean the default of 2.
+			if math.IsInf(f, 0) || !(f >= 1) {
+				f = 1
 			}
 			hc.Backoff = f
 
@@ -478,6 +490,9 @@ func durationArg(d *caddyfile.Dispenser, zeroOK bool) (caddy.Duration, error) {
 	dur, err := caddy.ParseDuration(v)
 	if err != nil {
 		return 0, d.Errf("invalid %s %q: %v", opt, v, err)
+	}
+	if dur < 0 && zeroOK {
+		return 0, d.Errf("invalid %s %q: must not be negative", opt, v)
 	}
 	if dur < 0 || (dur == 0 && !zeroOK) {
 		return 0, d.Errf("invalid %s %q: must be positive", opt, v)

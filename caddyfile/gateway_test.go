@@ -23,6 +23,7 @@ const specGateway = `llm_gateway {
 	max_fallback_hops 3
 	stream_first_byte_timeout 60s
 	stream_idle_timeout 5m
+	access_log_filtered
 	health_check {
 		failure_threshold 3
 		cooldown          30s
@@ -78,6 +79,9 @@ func TestUnmarshalGatewaySpecExample(t *testing.T) {
 	}
 	if time.Duration(cfg.StreamIdleTimeout) != 5*time.Minute {
 		t.Errorf("stream_idle_timeout = %v", cfg.StreamIdleTimeout)
+	}
+	if !cfg.AccessLogFiltered {
+		t.Error("access_log_filtered not set")
 	}
 	wantHC := router.HealthCheck{FailureThreshold: 3, Cooldown: caddy.Duration(30 * time.Second), MaxCooldown: caddy.Duration(5 * time.Minute), Backoff: 2}
 	if cfg.HealthCheck == nil || *cfg.HealthCheck != wantHC {
@@ -158,6 +162,13 @@ func TestUnmarshalGatewayValues(t *testing.T) {
 		}},
 		{"breaker enabled off then on", gw(hc("enabled off\nenabled on")), func(c *router.Config) bool { return !c.HealthCheck.Disabled }},
 		{"fractional backoff", gw(hc(`backoff 1.5`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1.5 }},
+		// Below 1 means 1, as in JSON and YAML; 0 too (in HealthCheck 0 would be the default 2).
+		{"backoff below one", gw(hc(`backoff 0.5`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
+		{"backoff zero", gw(hc(`backoff 0`)), func(c *router.Config) bool { return c.HealthCheck.Policy().Backoff == 1 }},
+		{"backoff negative", gw(hc(`backoff -2`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
+		{"backoff NaN", gw(hc(`backoff NaN`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
+		{"backoff Inf", gw(hc(`backoff +Inf`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
+		{"backoff out of range", gw(hc(`backoff 1e999`)), func(c *router.Config) bool { return c.HealthCheck.Backoff == 1 }},
 		{"stop appends and unescapes", `llm_gateway {
 client a {
 			base_url http://h/v1
@@ -229,7 +240,7 @@ func TestUnmarshalGatewayErrors(t *testing.T) {
 		{"bad strategy", gw(`strategy fastest`), `unknown strategy "fastest"`},
 		{"bad thinking_format", gw(`thinking_format xml`), `unknown thinking_format "xml"`},
 		{"bad ttl", gw(`models_cache_ttl soon`), `invalid models_cache_ttl "soon"`},
-		{"negative ttl", gw(`models_cache_ttl -1s`), "must be positive"},
+		{"negative ttl", gw(`models_cache_ttl -1s`), `invalid models_cache_ttl "-1s": must not be negative`},
 		{"bad body size", gw(`max_request_body lots`), `invalid max_request_body "lots"`},
 		{"zero body size", gw(`max_request_body 0`), "out of range"},
 		{"huge body size", gw(`max_request_body 9EiB`), "out of range"},
@@ -246,14 +257,13 @@ func TestUnmarshalGatewayErrors(t *testing.T) {
 		{"zero idle timeout", gw(`stream_idle_timeout 0`), "must be positive"},
 		{"bad idle timeout", gw(`stream_idle_timeout forever`), `invalid stream_idle_timeout "forever"`},
 		{"idle timeout without value", gw(`stream_idle_timeout`), "wrong argument count"},
+		{"access_log_filtered with a value", gw(`access_log_filtered yes`), "wrong argument count"},
 		{"health_check argument", gw(`health_check on`), "wrong argument count"},
 		{"health_check unknown", gw(hc(`threshold 3`)), `unrecognized health_check option "threshold"`},
 		{"zero threshold", gw(hc(`failure_threshold 0`)), "must be >= 1"},
 		{"bad cooldown", gw(hc(`cooldown 5`)), `invalid cooldown "5"`},
 		{"max_cooldown missing", gw(hc(`max_cooldown`)), "wrong argument count"},
-		{"backoff below one", gw(hc(`backoff 0.5`)), "want a finite number >= 1"},
-		{"backoff NaN", gw(hc(`backoff NaN`)), "want a finite number >= 1"},
-		{"backoff Inf", gw(hc(`backoff +Inf`)), "want a finite number >= 1"},
+		{"backoff not a number", gw(hc(`backoff fast`)), `invalid backoff "fast": want a number`},
 		{"enabled maybe", gw(hc(`enabled maybe`)), `invalid enabled "maybe": want on or off`},
 		{"disabled argument", gw(hc(`disabled yes`)), "wrong argument count"},
 		{"client without name", gw(`client`), "client needs a name"},

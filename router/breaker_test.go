@@ -194,6 +194,7 @@ func TestPolicyDefaults(t *testing.T) {
 		{"disabled", &HealthCheck{Disabled: true}, Policy{false, 3, 30 * time.Second, 5 * time.Minute, 2}},
 		{"max below cooldown is raised", &HealthCheck{Cooldown: caddy.Duration(10 * time.Minute)}, Policy{true, 3, 10 * time.Minute, 10 * time.Minute, 2}},
 		{"backoff below 1 is 1", &HealthCheck{Backoff: 0.5}, Policy{true, 3, 30 * time.Second, 5 * time.Minute, 1}},
+		{"negative backoff is 1", &HealthCheck{Backoff: -3}, Policy{true, 3, 30 * time.Second, 5 * time.Minute, 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -69,6 +69,13 @@ type Config struct {
 	// generous; it bounds how long a silently dead upstream holds a connection. Default: 5m.
 	StreamIdleTimeout caddy.Duration `json:"stream_idle_timeout,omitempty"`
 
+	// AccessLogFiltered tells the gateway that the access log of its site already filters the
+	// credential headers Caddy would log in clear (X-Api-Key, Api-Key: see the operations
+	// guide's filter), which silences the warning given at provision when access logging is
+	// on. Caddy gives a handler no view of the site's log encoder, so the gateway cannot check
+	// this itself. Default: false.
+	AccessLogFiltered bool `json:"access_log_filtered,omitempty"`
+
 	// HealthCheck configures the passive per-client breaker. Default: enabled with the
 	// defaults documented on HealthCheck.
 	HealthCheck *HealthCheck `json:"health_check,omitempty"`
@@ -206,7 +213,8 @@ type HealthCheck struct {
 	// MaxCooldown caps the cooldown as it grows after failed probes. Default: 5m.
 	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
 
-	// Backoff multiplies the cooldown after each failed probe. Values below 1 mean 1.
+	// Backoff multiplies the cooldown after each failed probe. Values below 1 (negative ones
+	// included) mean 1, in every config format; in JSON, 0 is the same as absent.
 	// Default: 2.
 	Backoff float64 `json:"backoff,omitempty"`
 }
@@ -273,9 +281,6 @@ func (h *HealthCheck) Validate() error {
 	if h.Cooldown < 0 || h.MaxCooldown < 0 {
 		return fmt.Errorf("health_check: cooldown and max_cooldown must not be negative")
 	}
-	if h.Backoff < 0 {
-		return fmt.Errorf("health_check: backoff must not be negative, got %g", h.Backoff)
-	}
 	return nil
 }
 
@@ -334,7 +339,10 @@ type Client struct {
 	// usage is always captured. Turn it off for servers that reject the option. Default: true.
 	InjectUsage *bool `json:"inject_usage,omitempty"`
 
-	// Headers are extra request headers sent to this upstream. Values may hold placeholders.
+	// Headers are extra request headers sent to this upstream, replacing the caller's header of
+	// the same name. Values may hold placeholders, expanded for each request
+	// ({http.request.header.X-Team}, {http.request.remote.host}, {http.llm.model}, {env.X}…);
+	// a value that expands to nothing, or to one no header may carry, is not sent.
 	// Default: none.
 	Headers map[string]string `json:"headers,omitempty"`
 

@@ -31,7 +31,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative idle timeout", func(c *Config) { c.StreamIdleTimeout = -1 }, "stream_idle_timeout"},
 		{"negative threshold", func(c *Config) { c.HealthCheck = &HealthCheck{FailureThreshold: -1} }, "failure_threshold"},
 		{"negative cooldown", func(c *Config) { c.HealthCheck = &HealthCheck{Cooldown: -1} }, "cooldown"},
-		{"negative backoff", func(c *Config) { c.HealthCheck = &HealthCheck{Backoff: -1} }, "backoff"},
+		{"negative backoff means 1", func(c *Config) { c.HealthCheck = &HealthCheck{Backoff: -1} }, ""},
 		{"null client", func(c *Config) { c.Clients = append(c.Clients, nil) }, "client #1 is empty"},
 		{"duplicate name", func(c *Config) { c.Clients = append(c.Clients, valid()) }, `duplicate client name "a"`},
 		{"no name", func(c *Config) { c.Clients[0].Name = "" }, "without a name"},

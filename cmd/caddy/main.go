@@ -1,5 +1,6 @@
-// Command caddy is a Caddy binary with the standard modules and the LLM gateway,
-// for development and tests. Production builds use xcaddy (see xcaddy.Dockerfile).
+// Command caddy is a Caddy binary with the standard modules, the LLM gateway and the fake
+// OpenAI upstream (http.handlers.fake_openai, which examples/Caddyfile serves), for development
+// and tests. Production builds use xcaddy (see xcaddy.Dockerfile) and have no fake upstream.
 package main
 
 import (
@@ -8,6 +9,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/llmgw/caddy-llm-gateway"
+	_ "github.com/llmgw/caddy-llm-gateway/internal/fakeupstream/caddymodule"
 )
 
 func main() {

@@ -1,5 +1,6 @@
 // Command fakeupstream serves the project's fake OpenAI-compatible upstream
-// for manual testing, the example config and the benchmark:
+// for manual testing and the benchmark (examples/Caddyfile serves the same fake with the
+// development binary's fake_openai directive instead):
 //
 //	go run ./cmd/fakeupstream -addr 127.0.0.1:9001 -name fake1 -chunks 64
 //

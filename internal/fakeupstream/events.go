@@ -7,7 +7,8 @@ import "strconv"
 // ends with [DONE].
 
 // appendResponse appends a Responses API object: the final one (output and
-// usage) when done, else the in-progress one of response.created.
+// usage) when done, else the in-progress one of response.created and
+// response.in_progress.
 func (x *exchange) appendResponse(b []byte, model string, done bool, completion int) []byte {
 	b = x.appendID(append(b, `{"id":"`...), "resp_")
 	b = append(b, `","object":"response","created_at":`...)
@@ -17,11 +18,9 @@ func (x *exchange) appendResponse(b []byte, model string, done bool, completion 
 		return append(b, `,"output":[],"usage":null}`...)
 	}
 	b = appendQuoted(append(b, `,"status":"completed","model":`...), model)
-	b = x.appendID(append(b, `,"output":[{"type":"message","id":"`...), "msg_")
-	b = append(b, `","status":"completed","role":"assistant","content":[{"type":"output_text","text":`...)
-	b = append(b, x.p.content...)
+	b = x.appendOutputMessage(append(b, `,"output":[`...), true)
 	prompt, completion := x.p.usage(completion)
-	b = append(b, `,"annotations":[]}]}],"usage":{"input_tokens":`...)
+	b = append(b, `],"usage":{"input_tokens":`...)
 	b = strconv.AppendInt(b, int64(prompt), 10)
 	b = append(b, `,"output_tokens":`...)
 	b = strconv.AppendInt(b, int64(completion), 10)
@@ -30,30 +29,97 @@ func (x *exchange) appendResponse(b []byte, model string, done bool, completion 
 	return append(b, "}}"...)
 }
 
+// appendOutputMessage appends the answer's output item: the assistant message,
+// complete when done, else empty and in progress, as response.output_item.added
+// announces it.
+func (x *exchange) appendOutputMessage(b []byte, done bool) []byte {
+	b = x.appendID(append(b, `{"type":"message","id":"`...), "msg_")
+	if !done {
+		return append(b, `","status":"in_progress","role":"assistant","content":[]}`...)
+	}
+	b = x.appendOutputText(append(b, `","status":"completed","role":"assistant","content":[`...), true)
+	return append(b, "]}"...)
+}
+
+// appendOutputText appends the output_text content part: with the whole text
+// when done, else empty, as response.content_part.added announces it.
+func (x *exchange) appendOutputText(b []byte, done bool) []byte {
+	b = append(b, `{"type":"output_text","annotations":[],"logprobs":[],"text":`...)
+	if done {
+		b = append(b, x.p.content...)
+	} else {
+		b = append(b, `""`...)
+	}
+	return append(b, '}')
+}
+
+// responsesStream sends the events of a streamed Responses API answer in the
+// order the real API sends them, which the SDKs' stream accumulators rely on:
+// the output item and its content part are announced (".added") before the
+// text deltas that fill them, and closed (".done") before response.completed.
 func (x *exchange) responsesStream(req *apiRequest) {
 	p := x.p
 	if !x.beginStream() {
 		return
 	}
-	b := append(x.buf[:0], "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":"...)
-	b = append(x.appendResponse(b, req.Model, false, 0), "}\n\n"...)
+	seq := int64(0)
+	// event starts an event of type typ with the next sequence number; the
+	// caller appends the rest of its fields and "}\n\n".
+	event := func(b []byte, typ string) []byte {
+		b = append(append(append(append(b, "event: "...), typ...), "\ndata: {\"type\":\""...), typ...)
+		b = strconv.AppendInt(append(b, `","sequence_number":`...), seq, 10)
+		seq++
+		return b
+	}
+	// item appends the item_id, output_index and content_index of the text.
+	item := func(b []byte) []byte {
+		b = x.appendID(append(b, `,"item_id":"`...), "msg_")
+		return append(b, `","output_index":0,"content_index":0`...)
+	}
+	b := event(x.buf[:0], "response.created")
+	b = append(x.appendResponse(append(b, `,"response":`...), req.Model, false, 0), "}\n\n"...)
 	defer func() { x.buf = b }()
 	if !x.emit(b) {
 		return
 	}
-	b = append(b[:0], "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\""...)
-	b = x.appendID(b, "msg_")
-	b = append(b, `","output_index":0,"content_index":0,"sequence_number":`...)
-	head := len(b)
+	b = event(b[:0], "response.in_progress")
+	b = append(x.appendResponse(append(b, `,"response":`...), req.Model, false, 0), "}\n\n"...)
+	if !x.emit(b) {
+		return
+	}
+	b = event(b[:0], "response.output_item.added")
+	b = append(x.appendOutputMessage(append(b, `,"output_index":0,"item":`...), false), "}\n\n"...)
+	if !x.emit(b) {
+		return
+	}
+	b = item(event(b[:0], "response.content_part.added"))
+	b = append(x.appendOutputText(append(b, `,"part":`...), false), "}\n\n"...)
+	if !x.emit(b) {
+		return
+	}
 	for i, t := range p.pieces {
-		b = strconv.AppendInt(b[:head], int64(i+1), 10)
-		b = append(append(append(b, `,"delta":`...), t...), "}\n\n"...)
+		b = item(event(b[:0], "response.output_text.delta"))
+		b = append(append(append(b, `,"logprobs":[],"delta":`...), t...), "}\n\n"...)
 		if !x.chunk(i, b) {
 			return
 		}
 	}
-	b = append(b[:0], "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":"...)
-	b = strconv.AppendInt(b, int64(len(p.pieces)+1), 10)
+	b = item(event(b[:0], "response.output_text.done"))
+	b = append(append(append(b, `,"logprobs":[],"text":`...), p.content...), "}\n\n"...)
+	if !x.emit(b) {
+		return
+	}
+	b = item(event(b[:0], "response.content_part.done"))
+	b = append(x.appendOutputText(append(b, `,"part":`...), true), "}\n\n"...)
+	if !x.emit(b) {
+		return
+	}
+	b = event(b[:0], "response.output_item.done")
+	b = append(x.appendOutputMessage(append(b, `,"output_index":0,"item":`...), true), "}\n\n"...)
+	if !x.emit(b) {
+		return
+	}
+	b = event(b[:0], "response.completed")
 	b = append(x.appendResponse(append(b, `,"response":`...), req.Model, true, len(p.pieces)), "}\n\n"...)
 	if !x.emit(b) {
 		return

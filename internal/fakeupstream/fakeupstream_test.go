@@ -406,7 +406,9 @@ func TestNamedEventStreams(t *testing.T) {
 		deltaPath  []any // where a delta event carries its text
 	}{
 		{"/responses", `{"model":"m","input":"x","stream":true}`,
-			[]string{"response.created", "response.output_text.delta", "response.output_text.delta", "response.output_text.delta", "response.completed"},
+			[]string{"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+				"response.output_text.delta", "response.output_text.delta", "response.output_text.delta",
+				"response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"},
 			[]any{"delta"}},
 		{"/messages", `{"model":"m","max_tokens":9,"stream":true}`,
 			[]string{"message_start", "content_block_start", "content_block_delta", "content_block_delta", "content_block_delta", "content_block_stop", "message_delta", "message_stop"},
@@ -813,7 +815,7 @@ func TestLargeEvent(t *testing.T) {
 	}{
 		{"/chat/completions", `{"model":"m","stream":true}`, 0},
 		{"/completions", `{"model":"m","prompt":"p","stream":true}`, 0},
-		{"/responses", `{"model":"m","input":"p","stream":true}`, 1},
+		{"/responses", `{"model":"m","input":"p","stream":true}`, 4}, // after created, in_progress, output_item.added, content_part.added
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			const size = 100_000

@@ -2,8 +2,11 @@ package fakeupstream
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -22,8 +25,9 @@ type apiRequest struct {
 	StreamOptions struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	Input     json.RawMessage   `json:"input"`     // embeddings
-	Documents []json.RawMessage `json:"documents"` // rerank
+	Input          json.RawMessage   `json:"input"`           // embeddings
+	EncodingFormat string            `json:"encoding_format"` // embeddings: float or base64
+	Documents      []json.RawMessage `json:"documents"`       // rerank
 }
 
 func (x *exchange) route(body []byte) {
@@ -33,7 +37,8 @@ func (x *exchange) route(body []byte) {
 		return
 	}
 	want := http.MethodPost
-	if path == "models" {
+	id, retrieve := strings.CutPrefix(path, "models/")
+	if path == "models" || retrieve {
 		want = http.MethodGet
 	}
 	if x.r.Method != want {
@@ -46,10 +51,12 @@ func (x *exchange) route(body []byte) {
 		}
 		return
 	}
-	switch path {
-	case "models":
+	switch {
+	case path == "models":
 		x.writeJSON(x.p.status, x.p.models)
-	case "audio/transcriptions", "audio/translations":
+	case retrieve:
+		x.retrieveModel(id)
+	case path == "audio/transcriptions" || path == "audio/translations":
 		x.audio(body)
 	default:
 		var req apiRequest
@@ -229,10 +236,46 @@ func (x *exchange) completionsStream(req *apiRequest) {
 	x.endStream(true)
 }
 
-// embeddingVector is the fixed vector of every input.
+// retrieveModel answers GET /v1/models/{id} as OpenAI does: the model's object, or
+// 404 model_not_found.
+func (x *exchange) retrieveModel(id string) {
+	if obj, ok := x.p.model[id]; ok {
+		x.writeJSON(x.p.status, obj)
+		return
+	}
+	b := appendQuoted(append(x.buf[:0], `{"error":{"message":`...), "The model '"+id+"' does not exist")
+	x.buf = append(b, `,"type":"invalid_request_error","param":"model","code":"model_not_found"}}`...)
+	x.writeJSON(http.StatusNotFound, x.buf)
+}
+
+// embeddingVector is the fixed vector of every input, and embeddingBase64 the
+// same vector as OpenAI encodes it for encoding_format "base64": the
+// little-endian float32 values, in standard base64. The SDKs for Node and
+// Python ask for base64 by default and decode it themselves.
 const embeddingVector = `[0.0023064255,-0.009327292,0.015797347,-0.0077780345]`
 
+var embeddingBase64 = func() string {
+	var vec []float32
+	if err := json.Unmarshal([]byte(embeddingVector), &vec); err != nil {
+		panic(err)
+	}
+	b := make([]byte, 0, 4*len(vec))
+	for _, f := range vec {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
+	}
+	return `"` + base64.StdEncoding.EncodeToString(b) + `"`
+}()
+
 func (x *exchange) embeddings(req *apiRequest) {
+	vector := embeddingVector
+	switch req.EncodingFormat {
+	case "", "float":
+	case "base64":
+		vector = embeddingBase64
+	default:
+		x.invalid(http.StatusBadRequest, "invalid encoding_format "+strconv.Quote(req.EncodingFormat)+": want float or base64")
+		return
+	}
 	inputs := 1
 	if in := bytes.TrimSpace(req.Input); len(in) > 0 && in[0] == '[' {
 		var items []json.RawMessage
@@ -253,7 +296,7 @@ func (x *exchange) embeddings(req *apiRequest) {
 		}
 		b = append(b, `{"object":"embedding","index":`...)
 		b = strconv.AppendInt(b, int64(i), 10)
-		b = append(b, `,"embedding":`+embeddingVector+`}`...)
+		b = append(append(append(b, `,"embedding":`...), vector...), '}')
 	}
 	b = appendQuoted(append(b, `],"model":`...), req.Model)
 	prompt, _ := x.p.usage(0)

@@ -2,16 +2,18 @@
 // tests, the example config and the benchmark.
 //
 // It serves, under /v1: chat/completions and completions (JSON, or SSE with
-// "stream":true), embeddings, audio/transcriptions and audio/translations
-// (multipart), models, responses and messages (SSE with named events),
-// rerank, and echoes any other POST with a JSON body. Answers name the
+// "stream":true), embeddings (floats, or base64 with "encoding_format"),
+// audio/transcriptions and audio/translations (multipart), models and
+// models/{id}, responses and messages (SSE with named events, in the order
+// of the real APIs, which the SDKs' stream accumulators rely on), rerank,
+// and echoes any other POST with a JSON body. Answers name the
 // server ("hello from <name>") and echo the request's model, so a test can
 // tell which backend answered. Settings change failure modes and timing at
 // run time; counters and wait helpers let tests observe what the upstream
 // saw without sleeping.
 //
 // Besides the Go API, two control endpoints serve command mode
-// (cmd/fakeupstream): GET/POST/DELETE /_fake/settings (read, merge, reset;
+// (cmd/fakeupstream, and fake_openai in Caddy): GET/POST/DELETE /_fake/settings (read, merge, reset;
 // see Settings for the JSON form) and GET /_fake/stats.
 package fakeupstream
 

@@ -53,8 +53,9 @@ type Settings struct {
 	// DefaultPromptTokens, and DefaultCompletionTokens (JSON) or the number
 	// of chunks sent (streams).
 	Usage Usage
-	// Models are the ids listed by GET /v1/models; nil means ["<name>-model"],
-	// an empty non-nil slice an empty list.
+	// Models are the ids listed by GET /v1/models (and retrieved by GET
+	// /v1/models/{id}); nil means ["<name>-model"], an empty non-nil slice an
+	// empty list.
 	Models []string
 	// BreakAfter, when > 0 and at most the number of chunks, cuts streams
 	// abruptly (no terminating chunk, no usage, no [DONE]) right after that
@@ -191,7 +192,8 @@ type plan struct {
 
 	openAIError    []byte
 	anthropicError []byte
-	models         []byte // body of GET /v1/models
+	models         []byte            // body of GET /v1/models
+	model          map[string][]byte // body of GET /v1/models/{id}, by id
 	headers        []header
 }
 
@@ -264,15 +266,19 @@ func compile(name string, s Settings) *plan {
 		models = []string{name + "-model"}
 	}
 	b := append([]byte(nil), `{"object":"list","data":[`...)
+	p.model = make(map[string][]byte, len(models))
 	for i, id := range models {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendQuoted(append(b, `{"id":`...), id)
-		b = append(b, `,"object":"model","created":`...)
-		b = strconv.AppendInt(b, modelsCreated, 10)
-		b = appendQuoted(append(b, `,"owned_by":`...), name)
-		b = append(b, '}')
+		obj := appendQuoted([]byte(`{"id":`), id)
+		obj = append(obj, `,"object":"model","created":`...)
+		obj = strconv.AppendInt(obj, modelsCreated, 10)
+		obj = append(appendQuoted(append(obj, `,"owned_by":`...), name), '}')
+		if _, dup := p.model[id]; !dup {
+			p.model[id] = obj
+		}
+		b = append(b, obj...)
 	}
 	p.models = append(b, "]}"...)
 
