@@ -3,6 +3,8 @@ package reqbody
 import (
 	"errors"
 	"testing"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
 )
 
 func TestApply(t *testing.T) {
@@ -65,9 +67,9 @@ func TestApply(t *testing.T) {
 		{name: "extra after edits", body: `{"model":"m"}`, edit: Edit{MaxTokens: 10, ExtraBody: []byte(`{"max_tokens":5,"seed":7}`)},
 			want: `{"model":"m","max_tokens":10,"seed":7}`},
 		{name: "extra into empty object", body: "{\n}", edit: Edit{ExtraBody: []byte(`{"a":1,"b":[2]}`)}, want: "{\n\"a\":1,\"b\":[2]}"},
-		{name: "extra not an object", body: `{}`, edit: Edit{ExtraBody: []byte(`[1]`)}, err: errSyntax},
-		{name: "extra trailing data", body: `{}`, edit: Edit{ExtraBody: []byte(`{"a":1} 2`)}, err: errSyntax},
-		{name: "extra invalid member", body: `{}`, edit: Edit{ExtraBody: []byte(`{"a":01}`)}, err: errSyntax},
+		{name: "extra not an object", body: `{}`, edit: Edit{ExtraBody: []byte(`[1]`)}, err: jsonspan.ErrSyntax},
+		{name: "extra trailing data", body: `{}`, edit: Edit{ExtraBody: []byte(`{"a":1} 2`)}, err: jsonspan.ErrSyntax},
+		{name: "extra invalid member", body: `{}`, edit: Edit{ExtraBody: []byte(`{"a":01}`)}, err: jsonspan.ErrSyntax},
 
 		// strip think
 		{name: "think stripped", body: `{"messages":[{"role":"user","content":"<think>keep</think>q"},` +
