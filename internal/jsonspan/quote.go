@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Text is what the escaper takes: a string or a byte slice, encoded without conversion.
@@ -98,7 +99,9 @@ func Unquote(raw []byte) (string, error) {
 	if !escaped {
 		return string(inner), nil
 	}
-	return string(appendUnescaped(make([]byte, 0, len(inner)), inner, true)), nil
+	text := appendUnescaped(make([]byte, 0, len(inner)), inner, true)
+	// text is private and never written again: the string may share it, which saves a copy.
+	return unsafe.String(unsafe.SliceData(text), len(text)), nil
 }
 
 // AppendUnquoted appends the text of the JSON string raw (quotes included) to dst without validating
