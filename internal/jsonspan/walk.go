@@ -34,13 +34,19 @@ type Object struct {
 func NewObject(b []byte, i int, mode Mode) (Object, error) {
 	i = SkipSpace(b, i)
 	if i >= len(b) || b[i] != '{' {
-		err := errLoose
-		if mode == Strict {
-			err = SyntaxError(b, i, "'{'")
-		}
+		err := walkErr(b, i, mode, "'{'")
 		return Object{Close: -1, Err: err}, err
 	}
 	return Object{b: b, i: i + 1, Close: -1, mode: mode}, nil
+}
+
+// walkErr is the error of a walk that does not find want at b[i]: a description in Strict mode, the
+// allocation-free errLoose in Loose mode.
+func walkErr(b []byte, i int, mode Mode, want string) error {
+	if mode == Strict {
+		return SyntaxError(b, i, want)
+	}
+	return errLoose
 }
 
 // Next advances to the next member and reports whether there is one.
@@ -76,8 +82,18 @@ func (o *Object) Next() bool {
 	if i >= len(b) || b[i] != ':' {
 		return o.fail(i, "':'")
 	}
-	if o.Val, o.Err = value(b, i+1, o.mode); o.Err != nil {
-		return false
+	if o.mode == Strict {
+		if o.Val, o.Err = ScanValue(b, i+1); o.Err != nil {
+			return false
+		}
+	} else {
+		start := SkipSpace(b, i+1)
+		end := ValueEnd(b, start)
+		if end < 0 {
+			o.Err = errLoose
+			return false
+		}
+		o.Val = Span{start, end}
 	}
 	o.i = o.Val.End
 	o.n++
@@ -86,10 +102,7 @@ func (o *Object) Next() bool {
 
 // fail ends the walk with an error at b[i] and returns false.
 func (o *Object) fail(i int, want string) bool {
-	o.Err = errLoose
-	if o.mode == Strict {
-		o.Err = SyntaxError(o.b, i, want)
-	}
+	o.Err = walkErr(o.b, i, o.mode, want)
 	return false
 }
 
@@ -102,19 +115,6 @@ func (o *Object) KeyIs(name string) bool {
 	}
 	k, err := Unquote(o.Key.In(o.b))
 	return err == nil && k == name
-}
-
-// value returns the span of the value at or after b[i] (after white space).
-func value(b []byte, i int, mode Mode) (Span, error) {
-	if mode == Strict {
-		return ScanValue(b, i)
-	}
-	i = SkipSpace(b, i)
-	end := ValueEnd(b, i)
-	if end < 0 {
-		return Span{}, errLoose
-	}
-	return Span{i, end}, nil
 }
 
 // FindMember returns the first member named name, compared as written, of the object at or after b[i],
@@ -150,10 +150,7 @@ type Array struct {
 func NewArray(b []byte, i int, mode Mode) (Array, error) {
 	i = SkipSpace(b, i)
 	if i >= len(b) || b[i] != '[' {
-		err := errLoose
-		if mode == Strict {
-			err = SyntaxError(b, i, "'['")
-		}
+		err := walkErr(b, i, mode, "'['")
 		return Array{Close: -1, Err: err}, err
 	}
 	return Array{b: b, i: i + 1, Close: -1, mode: mode}, nil
@@ -172,16 +169,23 @@ func (a *Array) Next() bool {
 	}
 	if a.n > 0 {
 		if i >= len(b) || b[i] != ',' {
-			a.Err = errLoose
-			if a.mode == Strict {
-				a.Err = SyntaxError(b, i, "',' or ']'")
-			}
+			a.Err = walkErr(b, i, a.mode, "',' or ']'")
 			return false
 		}
 		i++
 	}
-	if a.Val, a.Err = value(b, i, a.mode); a.Err != nil {
-		return false
+	if a.mode == Strict {
+		if a.Val, a.Err = ScanValue(b, i); a.Err != nil {
+			return false
+		}
+	} else {
+		start := SkipSpace(b, i)
+		end := ValueEnd(b, start)
+		if end < 0 {
+			a.Err = errLoose
+			return false
+		}
+		a.Val = Span{start, end}
 	}
 	a.i = a.Val.End
 	a.n++
