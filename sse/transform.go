@@ -155,6 +155,9 @@ func (t *ChunkTransformer) recordUsage(data []byte) (usageOnly bool) {
 // recordFinish stores the last string finish_reason of the chunk.
 func (t *ChunkTransformer) recordFinish(data []byte) {
 	for i := jsonspan.FindKey(data, `"finish_reason"`, 0); i >= 0; i = jsonspan.FindKey(data, `"finish_reason"`, i) {
+		if i >= len(data) || data[i] != '"' {
+			continue // null, mostly
+		}
 		if e := jsonspan.StringEnd(data, i); e > 0 {
 			t.finish = jsonspan.AppendUnquoted(t.finish[:0], data[i:e])
 		}
