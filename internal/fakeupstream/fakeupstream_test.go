@@ -334,6 +334,20 @@ func TestChatThinking(t *testing.T) {
 	}
 }
 
+// TestEchoWritesStringsAsTheGateway checks that the fake escapes strings as the gateway does
+// (internal/jsonspan): a path that is not UTF-8 comes back as \ufffd, never as a raw byte, and
+// U+2028 escaped.
+func TestEchoWritesStringsAsTheGateway(t *testing.T) {
+	s, c := start(t, "b1")
+	resp, b := do(t, c, "POST", s.URL()+"/images/%FF%E2%80%A8", "application/json", `{"model":"img"}`)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	if want := `"path":"/v1/images/\ufffd\u2028"`; !bytes.Contains(b, []byte(want)) {
+		t.Errorf("body %q lacks %s", b, want)
+	}
+}
+
 func TestThinkTagsStraddleChunks(t *testing.T) {
 	got := thinkPieces("<think>R</think>C", 1, 3)
 	want := []string{"<thi", "nk>R</t", "hink>C"}

@@ -20,6 +20,7 @@ func TestApply(t *testing.T) {
 		{name: "model replaced, rest kept", body: `{"z":1, "model" : "a" ,"x-vendor":{"k":[1,"}"]}}`, edit: Edit{Model: "b"},
 			want: `{"z":1, "model" : "b" ,"x-vendor":{"k":[1,"}"]}}`},
 		{name: "model escaped", body: `{"model":"a"}`, edit: Edit{Model: "q\"\n\\<é>"}, want: `{"model":"q\"\n\\<é>"}`},
+		{name: "model escaped as everywhere", body: `{"model":"a"}`, edit: Edit{Model: "x\xff\u2028"}, want: `{"model":"x\ufffd\u2028"}`},
 		{name: "model same", body: `{"model":"a","n":2}`, edit: Edit{Model: "a"}, same: true},
 		{name: "model added", body: `{"n":2}`, edit: Edit{Model: "a"}, want: `{"n":2,"model":"a"}`},
 		{name: "model escaped key", body: `{"mod\u0065l":"a"}`, edit: Edit{Model: "b"}, want: `{"mod\u0065l":"b"}`},
