@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
 )
 
 // TimeLayout is how Record.Time is stored: local time with microseconds, the
@@ -294,7 +296,9 @@ func isToken(s string) bool {
 
 // appendHeadersJSON appends h as a JSON object with lower-case names in
 // sorted order (stable output for diffing and tests); multiple values are
-// joined with ", " and redacted names are masked.
+// joined with ", " and redacted names are masked. Invalid UTF-8 becomes
+// U+FFFD (jsonspan.AppendString), so the column stays valid JSON for
+// SQLite's json_extract.
 // keys and scratch are reusable buffers; the grown keys slice is returned.
 func appendHeadersJSON(dst []byte, h http.Header, r redactor, keys []string, scratch *[]byte) ([]byte, []string) {
 	keys = keys[:0]
@@ -311,7 +315,7 @@ func appendHeadersJSON(dst []byte, h http.Header, r redactor, keys []string, scr
 		// Lower-case the name in place, as the origin's (Rust http) names
 		// were: escapes in the encoded form use lower case already.
 		start := len(dst)
-		dst = appendJSONString(dst, k)
+		dst = jsonspan.AppendString(dst, k)
 		for i := start; i < len(dst); i++ {
 			if 'A' <= dst[i] && dst[i] <= 'Z' {
 				dst[i] += 'a' - 'A'
@@ -321,7 +325,7 @@ func appendHeadersJSON(dst []byte, h http.Header, r redactor, keys []string, scr
 		redact := r.redacts(k)
 		vs := h[k]
 		if len(vs) == 1 && !redact {
-			dst = appendJSONString(dst, vs[0])
+			dst = jsonspan.AppendString(dst, vs[0])
 			continue
 		}
 		val = val[:0]
@@ -335,53 +339,8 @@ func appendHeadersJSON(dst []byte, h http.Header, r redactor, keys []string, scr
 				val = append(val, v...)
 			}
 		}
-		dst = appendJSONString(dst, string(val))
+		dst = jsonspan.AppendString(dst, val)
 	}
 	*scratch = val
 	return append(dst, '}'), keys
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD
-// so the column stays valid JSON for SQLite's json_extract.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, "\ufffd"...)
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

@@ -30,6 +30,18 @@ func TestAppendMasked(t *testing.T) {
 	}
 }
 
+// TestAppendHeadersJSONBytes pins the bytes of the column: strings are escaped as everywhere else in
+// the gateway (internal/jsonspan), invalid UTF-8 as \ufffd and U+2028 escaped, names lower-cased.
+func TestAppendHeadersJSONBytes(t *testing.T) {
+	h := http.Header{"X-Weird": {"tab\tquote\"back\\slash\x01nul\xffbad\u2028é<&>"}, "Accept": {"a", "b"}}
+	var scratch []byte
+	got, _ := appendHeadersJSON(nil, h, newRedactor(nil), nil, &scratch)
+	want := `{"accept":"a, b","x-weird":"tab\tquote\"back\\slash\u0001nul\ufffdbad\u2028é<&>"}`
+	if string(got) != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
 func TestAppendHeadersJSON(t *testing.T) {
 	r := newRedactor([]string{"authorization", " X-API-KEY ", "Cookie", "cookie"})
 	if len(r.names) != 3 {

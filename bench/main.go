@@ -222,6 +222,12 @@ func run(o options) error {
 	report := render(o, env, b, tabulate(p, scenarios, results), audit, profiles, before, o.before)
 	fmt.Print(report)
 	if o.out != "" {
+		// Sections written by hand (micro-benchmarks the harness does not run) survive a rewrite.
+		if old, err := os.ReadFile(o.out); err == nil {
+			if i := strings.Index(string(old), handWritten); i >= 0 {
+				report += "\n" + string(old[i:])
+			}
+		}
 		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
 			return err
 		}
@@ -229,6 +235,10 @@ func run(o options) error {
 	}
 	return nil
 }
+
+// handWritten starts the part of the -out file that the benchmark keeps as it is when it rewrites
+// the file.
+const handWritten = "<!-- Written by hand: go run ./bench keeps everything from this line on. -->"
 
 // sameFile reports whether paths a and b name the same file, existing or
 // not.

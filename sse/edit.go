@@ -1,5 +1,7 @@
 package sse
 
+import "github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
+
 // field is one thinking-related member of a message or delta object.
 type field struct {
 	present bool
@@ -21,14 +23,10 @@ type thinkFields struct {
 // collectFields scans the object at b[start] for its thinking fields.
 func collectFields(b []byte, start int) (thinkFields, bool) {
 	var f thinkFields
-	it := newObjIter(b, start)
-	for {
-		m, ok := it.next()
-		if !ok {
-			break
-		}
-		v := field{present: true, raw: m.value(b)}
-		switch string(m.key) {
+	it, _ := jsonspan.NewObject(b, start, jsonspan.Loose)
+	for it.Next() {
+		v := field{present: true, raw: it.Val.In(b)}
+		switch string(it.RawKey(b)) {
 		case "content":
 			f.content = v
 		case "reasoning":
@@ -37,7 +35,7 @@ func collectFields(b []byte, start int) (thinkFields, bool) {
 			f.reasoningContent = v
 		}
 	}
-	return f, !it.bad
+	return f, it.Err == nil
 }
 
 // source returns the reasoning text source of a delta or message: the
@@ -86,13 +84,9 @@ func appendEdited(dst, b []byte, start int, f *thinkFields, e *objEdit) []byte {
 		}
 	}
 	dst = append(dst, '{')
-	it := newObjIter(b, start)
-	for {
-		m, ok := it.next()
-		if !ok {
-			break
-		}
-		key := string(m.key)
+	it, _ := jsonspan.NewObject(b, start, jsonspan.Loose)
+	for it.Next() {
+		key := string(it.RawKey(b))
 		switch {
 		case key == "content" && e.setContent:
 			dst = appendMember(dst, n, key, e.content)
@@ -106,7 +100,7 @@ func appendEdited(dst, b []byte, start int, f *thinkFields, e *objEdit) []byte {
 			if n > 0 {
 				dst = append(dst, ',')
 			}
-			dst = append(dst, b[m.start:m.valEnd]...)
+			dst = append(dst, b[it.Key.Start:it.Val.End]...)
 		}
 		n++
 	}
@@ -134,7 +128,7 @@ func appendMember(dst []byte, n int, key string, text []byte) []byte {
 	dst = append(dst, '"')
 	dst = append(dst, key...)
 	dst = append(dst, '"', ':')
-	return appendQuote(dst, text)
+	return jsonspan.AppendString(dst, text)
 }
 
 // dropSources marks every source field other than keep for removal.

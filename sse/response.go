@@ -3,6 +3,8 @@ package sse
 import (
 	"bytes"
 	"errors"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
 )
 
 // errNotObject reports a response body that cannot be transformed.
@@ -25,23 +27,18 @@ func TransformResponse(body []byte, kind Kind, prefix string, format Format) ([]
 	if prefix == "" && !think {
 		return body, nil
 	}
-	start := skipWS(body, 0)
-	it := newObjIter(body, start)
-	var choices member
+	it, _ := jsonspan.NewObject(body, 0, jsonspan.Loose)
+	var choices jsonspan.Member
 	found := false
-	for {
-		m, ok := it.next()
-		if !ok {
-			break
-		}
-		if string(m.key) == "choices" {
-			choices, found = m, true
+	for it.Next() {
+		if string(it.RawKey(body)) == "choices" {
+			choices, found = it.Member, true
 		}
 	}
-	if it.bad {
+	if it.Err != nil {
 		return nil, errNotObject
 	}
-	if !found || body[choices.valStart] != '[' {
+	if !found || body[choices.Val.Start] != '[' {
 		return body, nil
 	}
 
@@ -58,8 +55,10 @@ func TransformResponse(body []byte, kind Kind, prefix string, format Format) ([]
 		out = repl(out)
 		last = to
 	}
-	for i := skipWS(body, choices.valStart+1); i < choices.valEnd && body[i] != ']'; {
-		e := valueEnd(body, i)
+	// The walk is the one this function has always done, more lenient than a Loose array walk (a
+	// missing or trailing comma passes), so that it transforms the same bodies.
+	for i := jsonspan.SkipSpace(body, choices.Val.Start+1); i < choices.Val.End && body[i] != ']'; {
+		e := jsonspan.ValueEnd(body, i)
 		if e < 0 {
 			return nil, errNotObject
 		}
@@ -68,28 +67,28 @@ func TransformResponse(body []byte, kind Kind, prefix string, format Format) ([]
 			if kind == Completion {
 				key = "text"
 			}
-			m, ok := findMember(body, i, key)
+			m, ok := jsonspan.FindMember(body, i, key)
 			switch {
 			case !ok:
 			case kind == Completion || !think:
 				if kind == Chat {
-					m, ok = findMember(body, m.valStart, "content")
+					m, ok = jsonspan.FindMember(body, m.Val.Start, "content")
 				}
-				if ok && prefix != "" && isString(m.value(body)) {
-					at := m.valStart + 1
+				if ok && prefix != "" && isString(m.Val.In(body)) {
+					at := m.Val.Start + 1
 					splice(at, at, func(dst []byte) []byte {
-						return appendEscaped(dst, []byte(prefix))
+						return jsonspan.AppendEscaped(dst, prefix)
 					})
 				}
-			case body[m.valStart] == '{':
-				if ed.prepare(body, m.valStart, prefix, format) {
-					splice(m.valStart, m.valEnd, ed.apply)
+			case body[m.Val.Start] == '{':
+				if ed.prepare(body, m.Val.Start, prefix, format) {
+					splice(m.Val.Start, m.Val.End, ed.apply)
 				}
 			}
 		}
-		i = skipWS(body, e)
+		i = jsonspan.SkipSpace(body, e)
 		if i < len(body) && body[i] == ',' {
-			i = skipWS(body, i+1)
+			i = jsonspan.SkipSpace(body, i+1)
 		}
 	}
 	if out == nil {
@@ -127,7 +126,7 @@ func (r *responseEditor) prepare(body []byte, start int, prefix string, format F
 	prefixed := false
 	r.extracted, r.remainder = r.extracted[:0], r.remainder[:0]
 	if contentStr {
-		r.orig = appendUnquote(r.orig[:0], f.content.raw)
+		r.orig = jsonspan.AppendUnquoted(r.orig[:0], f.content.raw)
 		r.text = append(append(r.text[:0], prefix...), r.orig...)
 		prefixed = prefix != ""
 		r.extracted, r.remainder = splitThink(r.extracted, r.remainder, r.text)
@@ -136,7 +135,7 @@ func (r *responseEditor) prepare(body []byte, start int, prefix string, format F
 	source := r.extracted
 	fromField := false
 	if srcRaw != nil {
-		r.source = appendUnquote(r.source[:0], srcRaw)
+		r.source = jsonspan.AppendUnquoted(r.source[:0], srcRaw)
 		source, fromField = r.source, true
 	}
 	e.dropSources(&f, e.target)

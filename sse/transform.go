@@ -1,6 +1,10 @@
 package sse
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
+)
 
 // Kind is the endpoint a response belongs to, which decides where its text
 // lives.
@@ -133,33 +137,29 @@ func (t *ChunkTransformer) Flush() []byte {
 // recordUsage stores the chunk's usage and reports whether the chunk is
 // usage only: its choices are empty or absent.
 func (t *ChunkTransformer) recordUsage(data []byte) (usageOnly bool) {
-	it := newObjIter(data, skipWS(data, 0))
+	it, _ := jsonspan.NewObject(data, 0, jsonspan.Loose)
 	got, choices := false, false
-	for {
-		m, ok := it.next()
-		if !ok {
-			break
-		}
-		switch string(m.key) {
+	for it.Next() {
+		switch string(it.RawKey(data)) {
 		case "usage":
-			if u, ok := usageObject(data, m); ok {
+			if u, ok := usageObject(data, it.Member); ok {
 				t.usage, t.hasUsage, got = u, true, true
 			}
 		case "choices":
-			choices = !isEmptyArray(m.value(data))
+			choices = !isEmptyArray(it.Val.In(data))
 		}
 	}
-	return got && !choices && !it.bad
+	return got && !choices && it.Err == nil
 }
 
 // recordFinish stores the last string finish_reason of the chunk.
 func (t *ChunkTransformer) recordFinish(data []byte) {
-	for i := findKey(data, `"finish_reason"`, 0); i >= 0; i = findKey(data, `"finish_reason"`, i) {
+	for i := jsonspan.FindKey(data, `"finish_reason"`, 0); i >= 0; i = jsonspan.FindKey(data, `"finish_reason"`, i) {
 		if i >= len(data) || data[i] != '"' {
-			continue
+			continue // null, mostly
 		}
-		if e := stringEnd(data, i); e > 0 {
-			t.finish = appendUnquote(t.finish[:0], data[i:e])
+		if e := jsonspan.StringEnd(data, i); e > 0 {
+			t.finish = jsonspan.AppendUnquoted(t.finish[:0], data[i:e])
 		}
 	}
 }
@@ -173,7 +173,7 @@ func (t *ChunkTransformer) hasContent(data []byte) bool {
 		hasTextKey(data, `"reasoning"`) || hasTextKey(data, `"refusal"`) {
 		return true
 	}
-	i := findKey(data, `"tool_calls"`, 0)
+	i := jsonspan.FindKey(data, `"tool_calls"`, 0)
 	return i >= 0 && i < len(data) && data[i] == '['
 }
 
@@ -204,57 +204,54 @@ func (t *ChunkTransformer) mayEdit(data []byte) bool {
 // rewrite applies the prefix and thinking transforms to choice 0. ok is
 // false when the chunk is left as is.
 func (t *ChunkTransformer) rewrite(data []byte) ([]byte, bool) {
-	var choices member
+	var choices jsonspan.Member
 	found, metaN := false, 0
-	it := newObjIter(data, skipWS(data, 0))
-	for {
-		m, ok := it.next()
-		if !ok {
-			break
-		}
-		switch string(m.key) {
+	it, _ := jsonspan.NewObject(data, 0, jsonspan.Loose)
+	for it.Next() {
+		switch string(it.RawKey(data)) {
 		case "choices":
-			choices, found = m, true
+			choices, found = it.Member, true
 		case "id", "object", "created", "model":
 			if t.think != nil {
 				if metaN == 0 {
 					t.meta = t.meta[:0]
 				}
-				t.meta = append(t.meta, data[m.start:m.valEnd]...)
+				t.meta = append(t.meta, data[it.Key.Start:it.Val.End]...)
 				t.meta = append(t.meta, ',')
 				metaN++
 			}
 		}
 	}
-	if !found || it.bad {
+	if !found || it.Err != nil {
 		return nil, false
 	}
-	s, _, ok := firstElement(data, choices.valStart)
-	if !ok || data[s] != '{' {
+	arr, _ := jsonspan.NewArray(data, choices.Val.Start, jsonspan.Loose)
+	if !arr.Next() || data[arr.Val.Start] != '{' {
 		return nil, false
 	}
-	if idx, ok := findMember(data, s, "index"); ok && string(idx.value(data)) != "0" {
+	s := arr.Val.Start
+	if idx, ok := jsonspan.FindMember(data, s, "index"); ok && string(idx.Val.In(data)) != "0" {
 		return nil, false
 	}
 	if t.opts.Kind == Completion {
-		txt, ok := findMember(data, s, "text")
-		if !ok || !t.prefixPending || !(isString(txt.value(data)) && txt.valEnd-txt.valStart > 2) {
+		txt, ok := jsonspan.FindMember(data, s, "text")
+		if !ok || !t.prefixPending || !(isString(txt.Val.In(data)) && txt.Val.End-txt.Val.Start > 2) {
 			return nil, false
 		}
 		t.prefixPending = false
-		return t.splicePrefix(data, txt.valStart+1), true
+		return t.splicePrefix(data, txt.Val.Start+1), true
 	}
-	delta, ok := findMember(data, s, "delta")
-	if !ok || data[delta.valStart] != '{' {
+	delta, ok := jsonspan.FindMember(data, s, "delta")
+	if !ok || data[delta.Val.Start] != '{' {
 		return nil, false
 	}
 	if t.think == nil {
-		c, ok := findMember(data, delta.valStart, "content")
-		if !ok || !t.prefixPending || !(isString(c.value(data)) && c.valEnd-c.valStart > 2) {
+		c, ok := jsonspan.FindMember(data, delta.Val.Start, "content")
+		if !ok || !t.prefixPending || !(isString(c.Val.In(data)) && c.Val.End-c.Val.Start > 2) {
 			return nil, false
 		}
 		t.prefixPending = false
-		return t.splicePrefix(data, c.valStart+1), true
+		return t.splicePrefix(data, c.Val.Start+1), true
 	}
 	return t.rewriteThinking(data, delta)
 }
@@ -263,15 +260,15 @@ func (t *ChunkTransformer) rewrite(data []byte) ([]byte, bool) {
 // just inside the opening quote of the text it belongs to.
 func (t *ChunkTransformer) splicePrefix(data []byte, at int) []byte {
 	b := append(t.out[:0], data[:at]...)
-	b = appendEscaped(b, []byte(t.opts.Prefix))
+	b = jsonspan.AppendEscaped(b, t.opts.Prefix)
 	t.out = append(b, data[at:]...)
 	return t.out
 }
 
 // rewriteThinking runs choice 0's delta through the thinking stream (after
 // the prefix) and splices the edited delta back.
-func (t *ChunkTransformer) rewriteThinking(data []byte, delta member) ([]byte, bool) {
-	f, ok := collectFields(data, delta.valStart)
+func (t *ChunkTransformer) rewriteThinking(data []byte, delta jsonspan.Member) ([]byte, bool) {
+	f, ok := collectFields(data, delta.Val.Start)
 	if !ok {
 		return nil, false
 	}
@@ -283,12 +280,12 @@ func (t *ChunkTransformer) rewriteThinking(data []byte, delta member) ([]byte, b
 			t.text = append(t.text, t.opts.Prefix...)
 			t.prefixPending, prefixed = false, true
 		}
-		t.text = appendUnquote(t.text, f.content.raw)
+		t.text = jsonspan.AppendUnquoted(t.text, f.content.raw)
 		in.Content = t.text
 	}
 	srcKey, srcRaw := f.source()
 	if srcRaw != nil {
-		t.reason = appendUnquote(t.reason[:0], srcRaw)
+		t.reason = jsonspan.AppendUnquoted(t.reason[:0], srcRaw)
 		in.Reasoning = t.reason
 	}
 	out := t.think.Step(in)
@@ -304,8 +301,8 @@ func (t *ChunkTransformer) rewriteThinking(data []byte, delta member) ([]byte, b
 	if !e.setContent && len(e.reasoning) == 0 && !e.dropsAny() {
 		return nil, false
 	}
-	b := append(t.out[:0], data[:delta.valStart]...)
-	b = appendEdited(b, data, delta.valStart, &f, &e)
-	t.out = append(b, data[delta.valEnd:]...)
+	b := append(t.out[:0], data[:delta.Val.Start]...)
+	b = appendEdited(b, data, delta.Val.Start, &f, &e)
+	t.out = append(b, data[delta.Val.End:]...)
 	return t.out, true
 }

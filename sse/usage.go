@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math"
 	"strconv"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
 )
 
 // Usage is the token accounting of one completion.
@@ -49,31 +51,26 @@ func clampCount(n int64) int64 {
 // there is no usage object (a null usage included) or body is not a JSON
 // object.
 func ParseUsage(body []byte) (u Usage, ok bool) {
-	start := skipWS(body, 0)
-	var nested [2]member
+	var nested [2]jsonspan.Member
 	var hasNested [2]bool
-	it := newObjIter(body, start)
-	for {
-		m, more := it.next()
-		if !more {
-			break
-		}
-		switch string(m.key) {
+	it, _ := jsonspan.NewObject(body, 0, jsonspan.Loose)
+	for it.Next() {
+		switch string(it.RawKey(body)) {
 		case "usage":
-			if u, ok := usageObject(body, m); ok {
+			if u, ok := usageObject(body, it.Member); ok {
 				return u, true
 			}
 		case "response":
-			nested[0], hasNested[0] = m, true
+			nested[0], hasNested[0] = it.Member, true
 		case "message":
-			nested[1], hasNested[1] = m, true
+			nested[1], hasNested[1] = it.Member, true
 		}
 	}
 	for i, m := range nested {
 		if !hasNested[i] {
 			continue
 		}
-		if um, ok := findMember(body, m.valStart, "usage"); ok {
+		if um, ok := jsonspan.FindMember(body, m.Val.Start, "usage"); ok {
 			if u, ok := usageObject(body, um); ok {
 				return u, true
 			}
@@ -83,26 +80,22 @@ func ParseUsage(body []byte) (u Usage, ok bool) {
 }
 
 // usageObject reads the usage object that is the value of m.
-func usageObject(b []byte, m member) (Usage, bool) {
+func usageObject(b []byte, m jsonspan.Member) (Usage, bool) {
 	var (
 		u                                  Usage
 		prompt, input, completion, output  int64
 		hasPrompt, hasCompletion, hasTotal bool
 	)
-	it := newObjIter(b, m.valStart)
-	if it.bad {
+	it, err := jsonspan.NewObject(b, m.Val.Start, jsonspan.Loose)
+	if err != nil {
 		return Usage{}, false
 	}
-	for {
-		f, more := it.next()
-		if !more {
-			break
-		}
-		n, ok := parseCount(f.value(b))
+	for it.Next() {
+		n, ok := parseCount(it.Val.In(b))
 		if !ok {
 			continue
 		}
-		switch string(f.key) {
+		switch string(it.RawKey(b)) {
 		case "prompt_tokens":
 			prompt, hasPrompt = n, true
 		case "input_tokens":
@@ -115,7 +108,7 @@ func usageObject(b []byte, m member) (Usage, bool) {
 			u.TotalTokens, hasTotal = n, true
 		}
 	}
-	if it.bad {
+	if it.Err != nil {
 		return Usage{}, false
 	}
 	u.PromptTokens, u.CompletionTokens = input, output
@@ -178,4 +171,31 @@ func addSat(a, b int64) int64 {
 		return math.MinInt64
 	}
 	return s
+}
+
+// parseInt reads a JSON number as an int64, truncating any fraction or
+// exponent-free decimal part ("12.0" is 12). It does not allocate.
+func parseInt(v []byte) (int64, bool) {
+	neg := false
+	if len(v) > 0 && v[0] == '-' {
+		neg, v = true, v[1:]
+	}
+	if len(v) == 0 || v[0] < '0' || v[0] > '9' {
+		return 0, false
+	}
+	var n int64
+	i := 0
+	for ; i < len(v) && '0' <= v[i] && v[i] <= '9'; i++ {
+		if n > (1<<63-1)/10 {
+			return 0, false
+		}
+		n = n*10 + int64(v[i]-'0')
+	}
+	if i < len(v) && v[i] != '.' {
+		return 0, false
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
 }

@@ -1,6 +1,10 @@
 package sse
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
+)
 
 // DoneData is the data of the event that ends an OpenAI-style stream.
 const DoneData = "[DONE]"
@@ -25,9 +29,8 @@ func IsPing(name, data []byte) bool {
 	if len(data) > maxPingSize || !bytes.Contains(data, []byte(`"ping"`)) {
 		return false
 	}
-	i := skipWS(data, 0)
-	m, ok := findMember(data, i, "type")
-	return ok && string(m.value(data)) == `"ping"`
+	m, ok := jsonspan.FindMember(data, 0, "type")
+	return ok && string(m.Val.In(data)) == `"ping"`
 }
 
 // maxPingSize bounds the data of a {"type":"ping"} event, with room for whitespace and an id.
@@ -102,6 +105,6 @@ func ErrorChunk(message string) []byte {
 	)
 	b := make([]byte, 0, len(head)+len(message)+len(tail)+8)
 	b = append(b, head...)
-	b = appendQuote(b, []byte(message))
+	b = jsonspan.AppendString(b, message)
 	return append(b, tail...)
 }

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/goccy/go-json"
 	"go.uber.org/goleak"
@@ -338,20 +337,18 @@ func TestChatThinking(t *testing.T) {
 	}
 }
 
-func FuzzAppendQuoted(f *testing.F) {
-	for _, s := range []string{"", "plain", "q\"b\\s", "\x00\x1f\x7f", "héllo\u2028"} {
-		f.Add(s)
+// TestEchoWritesStringsAsTheGateway checks that the fake escapes strings as the gateway does
+// (internal/jsonspan): a path that is not UTF-8 comes back as \ufffd, never as a raw byte, and
+// U+2028 escaped.
+func TestEchoWritesStringsAsTheGateway(t *testing.T) {
+	s, c := start(t, "b1")
+	resp, b := do(t, c, "POST", s.URL()+"/images/%FF%E2%80%A8", "application/json", `{"model":"img"}`)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
 	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if !utf8.ValidString(s) {
-			return // answers carry valid text; JSON decoders replace the rest
-		}
-		q := appendQuoted(nil, s)
-		var got string
-		if err := json.Unmarshal(q, &got); err != nil || got != s {
-			t.Fatalf("appendQuoted(%q) = %s, decodes to %q, %v", s, q, got, err)
-		}
-	})
+	if want := `"path":"/v1/images/\ufffd\u2028"`; !bytes.Contains(b, []byte(want)) {
+		t.Errorf("body %q lacks %s", b, want)
+	}
 }
 
 func TestThinkTagsStraddleChunks(t *testing.T) {

@@ -3,38 +3,15 @@ package fakeupstream
 import (
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
 )
 
 // appendQuoted appends s as a JSON string literal. Answers are assembled by
 // appending to one reused buffer instead of marshalling structs: that keeps
-// the fake cheap enough to sit under the benchmark.
-func appendQuoted(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-		start = i + 1
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
+// the fake cheap enough to sit under the benchmark. The escaping is the
+// gateway's own (internal/jsonspan), so the fake writes what it would.
+func appendQuoted(dst []byte, s string) []byte { return jsonspan.AppendString(dst, s) }
 
 // appendUsage appends the OpenAI usage object; completion is the default
 // completion count of the answer at hand.

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
 )
 
 // ErrInvalidField reports a member that an edit has to read but whose type makes no sense, such as a
@@ -72,62 +74,62 @@ func Apply(body []byte, e Edit) ([]byte, error) {
 		return body, nil
 	}
 	ed := editor{body: body, edit: e}
-	obj, err := newObjectScanner(body, 0)
+	obj, err := jsonspan.NewObject(body, 0, jsonspan.Strict)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
 	}
 	var (
 		seenModel, seenStop, seenTokens, seenOptions bool
 		lastEnd                                      = -1 // end of the last member's value
-		keysBuf                                      [32]span
+		keysBuf                                      [32]jsonspan.Span
 		keys                                         = keysBuf[:0] // every key, for ExtraBody
 	)
-	for obj.next() {
-		lastEnd = obj.val.end
+	for obj.Next() {
+		lastEnd = obj.Val.End
 		if len(e.ExtraBody) > 0 {
-			keys = append(keys, obj.key)
+			keys = append(keys, obj.Key)
 		}
 		var editErr error
-		switch name := memberName(&obj); name {
+		switch name := memberName(body, &obj); name {
 		case keyModel:
 			seenModel = true
 			if e.Model != "" {
-				ed.setModel(obj.val)
+				ed.setModel(obj.Val)
 			}
 		case keyStop:
 			seenStop = true
 			if len(e.Stop) > 0 {
-				editErr = ed.mergeStop(obj.val)
+				editErr = ed.mergeStop(obj.Val)
 			}
 		case keyMaxTokens, keyMaxCompletion:
 			seenTokens = true
 			if e.MaxTokens > 0 {
-				editErr = ed.capTokens(name, obj.val)
+				editErr = ed.capTokens(name, obj.Val)
 			}
 		case keyStreamOptions:
 			seenOptions = true
 			if e.IncludeUsage {
-				editErr = ed.includeUsage(obj.val)
+				editErr = ed.includeUsage(obj.Val)
 			}
 		case keyMessages:
 			if e.StripThink {
-				editErr = ed.stripThink(obj.val)
+				editErr = ed.stripThink(obj.Val)
 			}
 		}
 		if editErr != nil {
 			return nil, editErr
 		}
 	}
-	if obj.err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotJSON, obj.err)
+	if obj.Err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotJSON, obj.Err)
 	}
-	if end := skipSpace(body, obj.close+1); end != len(body) {
-		return nil, fmt.Errorf("%w: %v", ErrNotJSON, syntaxErr(body, end, "end of input"))
+	if end := jsonspan.SkipSpace(body, obj.Close+1); end != len(body) {
+		return nil, fmt.Errorf("%w: %v", ErrNotJSON, jsonspan.SyntaxError(body, end, "end of input"))
 	}
 
 	if e.Model != "" && !seenModel {
 		ed.addMember(keyModel)
-		ed.tail = appendQuoted(ed.tail, e.Model)
+		ed.tail = jsonspan.AppendString(ed.tail, e.Model)
 	}
 	if e.MaxTokens > 0 && !seenTokens {
 		ed.addMember(keyMaxTokens)
@@ -150,14 +152,14 @@ func Apply(body []byte, e Edit) ([]byte, error) {
 	if len(ed.splices) == 0 && len(ed.tail) == 0 {
 		return body, nil
 	}
-	return ed.build(obj.close, lastEnd), nil
+	return ed.build(obj.Close, lastEnd), nil
 }
 
 // memberName returns the current key of obj when it is one an edit cares about, else "".
-func memberName(obj *objectScanner) string {
-	raw := obj.b[obj.key.start+1 : obj.key.end-1]
-	if obj.escaped {
-		s, err := unquote(obj.b[obj.key.start:obj.key.end])
+func memberName(body []byte, obj *jsonspan.Object) string {
+	raw := obj.RawKey(body)
+	if obj.KeyEscaped {
+		s, err := jsonspan.Unquote(obj.Key.In(body))
 		if err != nil {
 			return ""
 		}
@@ -181,46 +183,46 @@ func memberName(obj *objectScanner) string {
 }
 
 // replace records that body[v] becomes the bytes appended to scratch since from.
-func (ed *editor) replace(v span, from int) {
-	ed.splices = append(ed.splices, splice{v.start, v.end, from, len(ed.scratch)})
+func (ed *editor) replace(v jsonspan.Span, from int) {
+	ed.splices = append(ed.splices, splice{v.Start, v.End, from, len(ed.scratch)})
 }
 
 // addMember starts a new member of the tail; the caller appends its value.
 func (ed *editor) addMember(name string) {
 	ed.added = append(ed.added, name)
 	ed.tail = append(ed.tail, ',')
-	ed.tail = appendQuoted(ed.tail, name)
+	ed.tail = jsonspan.AppendString(ed.tail, name)
 	ed.tail = append(ed.tail, ':')
 }
 
-func (ed *editor) setModel(v span) {
-	if rawStringIs(ed.body[v.start:v.end], ed.edit.Model) {
+func (ed *editor) setModel(v jsonspan.Span) {
+	if rawStringIs(v.In(ed.body), ed.edit.Model) {
 		return
 	}
 	from := len(ed.scratch)
-	ed.scratch = appendQuoted(ed.scratch, ed.edit.Model)
+	ed.scratch = jsonspan.AppendString(ed.scratch, ed.edit.Model)
 	ed.replace(v, from)
 }
 
 // mergeStop puts the client's stop words first, then the request's words not yet in the list.
-func (ed *editor) mergeStop(v span) error {
-	raw := ed.body[v.start:v.end]
+func (ed *editor) mergeStop(v jsonspan.Span) error {
+	raw := v.In(ed.body)
 	var req []string
 	switch raw[0] {
 	case 'n': // null: no stop words
 	case '"':
-		s, err := unquote(raw)
+		s, err := jsonspan.Unquote(raw)
 		if err != nil {
 			return err
 		}
 		req = []string{s}
 	case '[':
-		arr, _ := newArrayScanner(raw, 0)
-		for arr.next() {
-			if raw[arr.val.start] != '"' {
+		arr, _ := jsonspan.NewArray(raw, 0, jsonspan.Strict)
+		for arr.Next() {
+			if raw[arr.Val.Start] != '"' {
 				return fmt.Errorf("%w: stop holds a non-string", ErrInvalidField)
 			}
-			s, err := unquote(raw[arr.val.start:arr.val.end])
+			s, err := jsonspan.Unquote(arr.Val.In(raw))
 			if err != nil {
 				return err
 			}
@@ -245,11 +247,11 @@ func (ed *editor) mergeStop(v span) error {
 }
 
 // capTokens lowers a max_tokens or max_completion_tokens above the cap; null counts as absent.
-func (ed *editor) capTokens(name string, v span) error {
-	raw := ed.body[v.start:v.end]
+func (ed *editor) capTokens(name string, v jsonspan.Span) error {
+	raw := v.In(ed.body)
 	switch c := raw[0]; {
 	case c == 'n':
-	case c == '-' || isDigit(c):
+	case c == '-' || '0' <= c && c <= '9':
 		if !exceeds(raw, ed.edit.MaxTokens) {
 			return nil
 		}
@@ -277,8 +279,8 @@ func exceeds(num []byte, limit int) bool {
 }
 
 // includeUsage sets stream_options.include_usage to true, adding it when absent.
-func (ed *editor) includeUsage(v span) error {
-	raw := ed.body[v.start:v.end]
+func (ed *editor) includeUsage(v jsonspan.Span) error {
+	raw := v.In(ed.body)
 	switch raw[0] {
 	case 'n':
 		from := len(ed.scratch)
@@ -289,77 +291,77 @@ func (ed *editor) includeUsage(v span) error {
 	default:
 		return fmt.Errorf("%w: stream_options is not an object", ErrInvalidField)
 	}
-	obj, _ := newObjectScanner(ed.body, v.start)
+	obj, _ := jsonspan.NewObject(ed.body, v.Start, jsonspan.Strict)
 	found, lastEnd := false, -1
-	for obj.next() {
-		lastEnd = obj.val.end
-		if !obj.keyIs("include_usage") {
+	for obj.Next() {
+		lastEnd = obj.Val.End
+		if !obj.KeyIs("include_usage") {
 			continue
 		}
 		found = true
-		if string(ed.body[obj.val.start:obj.val.end]) != "true" {
+		if string(obj.Val.In(ed.body)) != "true" {
 			from := len(ed.scratch)
 			ed.scratch = append(ed.scratch, "true"...)
-			ed.replace(obj.val, from)
+			ed.replace(obj.Val, from)
 		}
 	}
 	if found {
 		return nil
 	}
 	from := len(ed.scratch)
-	at := obj.close
+	at := obj.Close
 	if lastEnd >= 0 {
 		at = lastEnd
 		ed.scratch = append(ed.scratch, ',')
 	}
 	ed.scratch = append(ed.scratch, `"include_usage":true`...)
-	ed.replace(span{at, at}, from)
+	ed.replace(jsonspan.Span{Start: at, End: at}, from)
 	return nil
 }
 
 var thinkOpen = []byte("<think>")
 
 // stripThink removes <think>…</think> blocks from the string content of assistant messages.
-func (ed *editor) stripThink(v span) error {
+func (ed *editor) stripThink(v jsonspan.Span) error {
 	b := ed.body
-	if b[v.start] != '[' {
+	if b[v.Start] != '[' {
 		return nil // not chat messages: nothing to strip
 	}
-	elems, _ := newObjectElements(b, v.start)
-	for elems.next() {
+	elems, _ := jsonspan.NewObjectElems(b, v.Start)
+	for elems.Next() {
 		// The role may come after the content, so the content is kept until the message ends.
 		var (
 			assistant bool
-			content   span
+			content   jsonspan.Span
 		)
-		for obj := &elems.obj; obj.next(); {
+		for obj := &elems.Obj; obj.Next(); {
 			switch {
-			case obj.keyIs("role"):
-				assistant = rawStringIs(b[obj.val.start:obj.val.end], "assistant")
-			case obj.keyIs("content"):
-				content = obj.val // the last one, as decoders read it
+			case obj.KeyIs("role"):
+				assistant = rawStringIs(obj.Val.In(b), "assistant")
+			case obj.KeyIs("content"):
+				content = obj.Val // the last one, as decoders read it
 			}
 		}
-		if assistant && content.end > 0 && b[content.start] == '"' {
+		if assistant && content.End > 0 && b[content.Start] == '"' {
 			if err := ed.stripContent(content); err != nil {
 				return err
 			}
 		}
 	}
-	if elems.err != nil {
-		return fmt.Errorf("%w: %v", ErrNotJSON, elems.err)
+	if elems.Err != nil {
+		return fmt.Errorf("%w: %v", ErrNotJSON, elems.Err)
 	}
 	return nil
 }
 
 // stripContent edits one content string when it holds a complete think block.
-func (ed *editor) stripContent(v span) error {
-	raw := ed.body[v.start:v.end]
+func (ed *editor) stripContent(v jsonspan.Span) error {
+	raw := v.In(ed.body)
 	// The tags may be written with escapes (\u003c is what HTML-safe encoders emit): decode then.
 	if !bytes.Contains(raw, thinkOpen) && bytes.IndexByte(raw, '\\') < 0 {
 		return nil
 	}
-	s, err := unquote(raw)
+	s, err := jsonspan.Unquote(raw)
 	if err != nil {
 		return err
 	}
@@ -368,7 +370,7 @@ func (ed *editor) stripContent(v span) error {
 		return nil
 	}
 	from := len(ed.scratch)
-	ed.scratch = appendQuoted(ed.scratch, stripped)
+	ed.scratch = jsonspan.AppendString(ed.scratch, stripped)
 	ed.replace(v, from)
 	return nil
 }
@@ -400,57 +402,57 @@ func removeThink(s string) (string, bool) {
 }
 
 // addExtra adds the members of ExtraBody whose keys neither the request nor an earlier edit has.
-func (ed *editor) addExtra(reqKeys []span) error {
+func (ed *editor) addExtra(reqKeys []jsonspan.Span) error {
 	x := ed.edit.ExtraBody
-	obj, err := newObjectScanner(x, 0)
+	obj, err := jsonspan.NewObject(x, 0, jsonspan.Strict)
 	if err != nil {
 		return fmt.Errorf("extra_body: %w", err)
 	}
-	var extraBuf [16]span
+	var extraBuf [16]jsonspan.Span
 	extra := extraBuf[:0] // keys of ExtraBody added so far, against its own duplicates
 outer:
-	for obj.next() {
+	for obj.Next() {
 		for _, k := range reqKeys {
-			if sameKey(ed.body, k, x, obj.key) {
+			if sameKey(ed.body, k, x, obj.Key) {
 				continue outer
 			}
 		}
 		for _, k := range extra {
-			if sameKey(x, k, x, obj.key) {
+			if sameKey(x, k, x, obj.Key) {
 				continue outer
 			}
 		}
 		for _, name := range ed.added {
-			if obj.keyIs(name) {
+			if obj.KeyIs(name) {
 				continue outer
 			}
 		}
-		extra = append(extra, obj.key)
+		extra = append(extra, obj.Key)
 		ed.tail = append(ed.tail, ',')
-		ed.tail = append(ed.tail, x[obj.key.start:obj.key.end]...)
+		ed.tail = append(ed.tail, obj.Key.In(x)...)
 		ed.tail = append(ed.tail, ':')
-		ed.tail = append(ed.tail, x[obj.val.start:obj.val.end]...)
+		ed.tail = append(ed.tail, obj.Val.In(x)...)
 	}
-	if obj.err != nil {
-		return fmt.Errorf("extra_body: %w", obj.err)
+	if obj.Err != nil {
+		return fmt.Errorf("extra_body: %w", obj.Err)
 	}
-	if end := skipSpace(x, obj.close+1); end != len(x) {
-		return fmt.Errorf("extra_body: %w", syntaxErr(x, end, "end of input"))
+	if end := jsonspan.SkipSpace(x, obj.Close+1); end != len(x) {
+		return fmt.Errorf("extra_body: %w", jsonspan.SyntaxError(x, end, "end of input"))
 	}
 	return nil
 }
 
 // sameKey reports whether the JSON strings a[ka] and b[kb] have the same value.
-func sameKey(a []byte, ka span, b []byte, kb span) bool {
-	ra, rb := a[ka.start:ka.end], b[kb.start:kb.end]
+func sameKey(a []byte, ka jsonspan.Span, b []byte, kb jsonspan.Span) bool {
+	ra, rb := ka.In(a), kb.In(b)
 	if bytes.Equal(ra, rb) {
 		return true
 	}
 	if bytes.IndexByte(ra, '\\') < 0 && bytes.IndexByte(rb, '\\') < 0 {
 		return false
 	}
-	sa, errA := unquote(ra)
-	sb, errB := unquote(rb)
+	sa, errA := jsonspan.Unquote(ra)
+	sb, errB := jsonspan.Unquote(rb)
 	return errA == nil && errB == nil && sa == sb
 }
 
@@ -484,7 +486,7 @@ func appendStrings(dst []byte, list []string) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendQuoted(dst, s)
+		dst = jsonspan.AppendString(dst, s)
 	}
 	return append(dst, ']')
 }

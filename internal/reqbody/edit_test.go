@@ -3,6 +3,8 @@ package reqbody
 import (
 	"errors"
 	"testing"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
 )
 
 func TestApply(t *testing.T) {
@@ -18,6 +20,7 @@ func TestApply(t *testing.T) {
 		{name: "model replaced, rest kept", body: `{"z":1, "model" : "a" ,"x-vendor":{"k":[1,"}"]}}`, edit: Edit{Model: "b"},
 			want: `{"z":1, "model" : "b" ,"x-vendor":{"k":[1,"}"]}}`},
 		{name: "model escaped", body: `{"model":"a"}`, edit: Edit{Model: "q\"\n\\<é>"}, want: `{"model":"q\"\n\\<é>"}`},
+		{name: "model escaped as everywhere", body: `{"model":"a"}`, edit: Edit{Model: "x\xff\u2028"}, want: `{"model":"x\ufffd\u2028"}`},
 		{name: "model same", body: `{"model":"a","n":2}`, edit: Edit{Model: "a"}, same: true},
 		{name: "model added", body: `{"n":2}`, edit: Edit{Model: "a"}, want: `{"n":2,"model":"a"}`},
 		{name: "model escaped key", body: `{"mod\u0065l":"a"}`, edit: Edit{Model: "b"}, want: `{"mod\u0065l":"b"}`},
@@ -65,9 +68,9 @@ func TestApply(t *testing.T) {
 		{name: "extra after edits", body: `{"model":"m"}`, edit: Edit{MaxTokens: 10, ExtraBody: []byte(`{"max_tokens":5,"seed":7}`)},
 			want: `{"model":"m","max_tokens":10,"seed":7}`},
 		{name: "extra into empty object", body: "{\n}", edit: Edit{ExtraBody: []byte(`{"a":1,"b":[2]}`)}, want: "{\n\"a\":1,\"b\":[2]}"},
-		{name: "extra not an object", body: `{}`, edit: Edit{ExtraBody: []byte(`[1]`)}, err: errSyntax},
-		{name: "extra trailing data", body: `{}`, edit: Edit{ExtraBody: []byte(`{"a":1} 2`)}, err: errSyntax},
-		{name: "extra invalid member", body: `{}`, edit: Edit{ExtraBody: []byte(`{"a":01}`)}, err: errSyntax},
+		{name: "extra not an object", body: `{}`, edit: Edit{ExtraBody: []byte(`[1]`)}, err: jsonspan.ErrSyntax},
+		{name: "extra trailing data", body: `{}`, edit: Edit{ExtraBody: []byte(`{"a":1} 2`)}, err: jsonspan.ErrSyntax},
+		{name: "extra invalid member", body: `{}`, edit: Edit{ExtraBody: []byte(`{"a":01}`)}, err: jsonspan.ErrSyntax},
 
 		// strip think
 		{name: "think stripped", body: `{"messages":[{"role":"user","content":"<think>keep</think>q"},` +

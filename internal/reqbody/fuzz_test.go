@@ -2,7 +2,7 @@ package reqbody
 
 import (
 	"bytes"
-	stdjson "encoding/json" // the reference the scanner and the edits are checked against, in tests only
+	stdjson "encoding/json" // the reference the edits are checked against, in tests only
 	"errors"
 	"reflect"
 	"strings"

@@ -15,6 +15,9 @@ import (
 // errMultipart is wrapped by every error about a malformed multipart body.
 var errMultipart = errors.New("malformed multipart body")
 
+// span is the half-open byte range [start, end) of a part's value in a body.
+type span struct{ start, end int }
+
 // formField is one part of a multipart/form-data body.
 type formField struct {
 	name  string // the name parameter of Content-Disposition

@@ -9,6 +9,8 @@ import (
 
 	json "github.com/goccy/go-json"
 
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
+
 	"github.com/llmgw/caddy-llm-gateway/router"
 )
 
@@ -57,8 +59,8 @@ type head struct {
 	StreamOptions json.RawMessage `json:"stream_options"`
 }
 
-// headKeys adds what the routing keys are computed from; messages stay raw and are walked by the
-// scanner, which decodes only the user messages' text.
+// headKeys adds what the routing keys are computed from; messages stay raw and are walked with
+// internal/jsonspan, which decodes only the user messages' text.
 type headKeys struct {
 	head
 	Messages json.RawMessage `json:"messages"`
@@ -97,8 +99,8 @@ func sameValue(a, b []byte) bool {
 	if a[0] != '"' || b[0] != '"' {
 		return false
 	}
-	sa, errA := unquote(a)
-	sb, errB := unquote(b)
+	sa, errA := jsonspan.Unquote(a)
+	sb, errB := jsonspan.Unquote(b)
 	return errA == nil && errB == nil && sa == sb
 }
 
@@ -112,7 +114,7 @@ func sameValue(a, b []byte) bool {
 // case) with different values. With ErrNoModel, ErrModelNotString and ErrDuplicateModel the rest of
 // the Info is still filled in. The strings of Info do not refer to body, which the caller may reuse.
 func Sniff(body []byte, wantKeys bool) (Info, error) {
-	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
+	if i := jsonspan.SkipSpace(body, 0); i >= len(body) || body[i] != '{' {
 		return Info{}, ErrNotJSON
 	}
 	var (
@@ -156,7 +158,7 @@ func Sniff(body []byte, wantKeys bool) (Info, error) {
 		// again, and the string may share it.
 		info.Model = unsafe.String(unsafe.SliceData(raw[1:]), len(raw)-2)
 	} else {
-		m, err := unquote(raw)
+		m, err := jsonspan.Unquote(raw)
 		if err != nil {
 			return Info{}, fmt.Errorf("%w: model: %v", ErrNotJSON, err)
 		}
@@ -186,21 +188,21 @@ func includeUsage(raw json.RawMessage) bool {
 func chatKeys(messages []byte) []Key {
 	var keys []Key
 	// goccy has validated the body: the walk cannot fail.
-	elems, _ := newObjectElements(messages, 0)
-	for elems.next() {
-		var role, content span
-		for obj := &elems.obj; obj.next(); {
+	elems, _ := jsonspan.NewObjectElems(messages, 0)
+	for elems.Next() {
+		var role, content jsonspan.Span
+		for obj := &elems.Obj; obj.Next(); {
 			switch {
-			case obj.keyIs("role"):
-				role = obj.val
-			case obj.keyIs("content"):
-				content = obj.val
+			case obj.KeyIs("role"):
+				role = obj.Val
+			case obj.KeyIs("content"):
+				content = obj.Val
 			}
 		}
-		if role.end == 0 || content.end == 0 || !rawStringIs(messages[role.start:role.end], "user") {
+		if role.End == 0 || content.End == 0 || !rawStringIs(role.In(messages), "user") {
 			continue
 		}
-		if text := contentText(messages[content.start:content.end]); text != "" {
+		if text := contentText(content.In(messages)); text != "" {
 			keys = append(keys, newKey(text))
 		}
 	}
@@ -212,23 +214,23 @@ func chatKeys(messages []byte) []Key {
 func contentText(raw []byte) string {
 	switch raw[0] {
 	case '"':
-		s, _ := unquote(raw)
+		s, _ := jsonspan.Unquote(raw)
 		return strings.TrimSpace(s)
 	case '[':
 		var sb strings.Builder
-		parts, _ := newObjectElements(raw, 0)
-		for parts.next() {
-			var typ, text span
-			for obj := &parts.obj; obj.next(); {
+		parts, _ := jsonspan.NewObjectElems(raw, 0)
+		for parts.Next() {
+			var typ, text jsonspan.Span
+			for obj := &parts.Obj; obj.Next(); {
 				switch {
-				case obj.keyIs("type"):
-					typ = obj.val
-				case obj.keyIs("text"):
-					text = obj.val
+				case obj.KeyIs("type"):
+					typ = obj.Val
+				case obj.KeyIs("text"):
+					text = obj.Val
 				}
 			}
-			if typ.end > 0 && text.end > 0 && rawStringIs(raw[typ.start:typ.end], "text") && raw[text.start] == '"' {
-				s, _ := unquote(raw[text.start:text.end])
+			if typ.End > 0 && text.End > 0 && rawStringIs(typ.In(raw), "text") && raw[text.Start] == '"' {
+				s, _ := jsonspan.Unquote(text.In(raw))
 				sb.WriteString(strings.TrimSpace(s))
 			}
 		}
@@ -241,16 +243,16 @@ func contentText(raw []byte) string {
 // strings. A prompt of token ids has no key.
 func promptKeys(raw []byte) []Key {
 	if raw[0] == '[' {
-		arr, _ := newArrayScanner(raw, 0)
-		if !arr.next() {
+		arr, _ := jsonspan.NewArray(raw, 0, jsonspan.Strict)
+		if !arr.Next() {
 			return nil
 		}
-		raw = raw[arr.val.start:arr.val.end]
+		raw = arr.Val.In(raw)
 	}
 	if raw[0] != '"' {
 		return nil
 	}
-	s, _ := unquote(raw)
+	s, _ := jsonspan.Unquote(raw)
 	if s = strings.TrimSpace(s); s == "" {
 		return nil
 	}
@@ -277,6 +279,6 @@ func rawStringIs(raw []byte, s string) bool {
 	if bytes.IndexByte(raw, '\\') < 0 {
 		return string(raw[1:len(raw)-1]) == s
 	}
-	v, err := unquote(raw)
+	v, err := jsonspan.Unquote(raw)
 	return err == nil && v == s
 }
