@@ -255,11 +255,11 @@ func TestYAMLEditClosesReplacedTransport(t *testing.T) {
 
 	// Renaming the client replaces it, transport included.
 	writeFileAtomic(t, cfgPath, originYAML("alpha2", up.URL))
-	waitModel(t, gw, "gpt-4", "alpha2", 3*time.Second)
+	waitModel(t, gw, "gpt-4", "alpha2", applyDeadline)
 	if up.lastConn() == idle {
 		t.Fatalf("the replaced client's connection %s served the new client", idle)
 	}
-	up.waitClosed(t, idle, 5*time.Second, "idle connection of the replaced client")
+	up.waitClosed(t, idle, applyDeadline, "idle connection of the replaced client")
 	if !up.isOpen(busy) {
 		t.Fatalf("the connection of the stream in flight was closed by the edit")
 	}
@@ -269,7 +269,7 @@ func TestYAMLEditClosesReplacedTransport(t *testing.T) {
 		t.Fatalf("stream in flight across the edit: %v", err)
 	}
 	// Back in the released transport's pool, the stream's connection is closed too.
-	up.waitClosed(t, busy, 5*time.Second, "connection of the finished stream")
+	up.waitClosed(t, busy, applyDeadline, "connection of the finished stream")
 }
 
 // TestYAMLEditKeepsUnchangedTransport checks that a client a YAML edit leaves unchanged keeps
@@ -294,9 +294,9 @@ func TestYAMLEditKeepsUnchangedTransport(t *testing.T) {
 	// Two edits, so the generation that loaded alpha's transport is released while alpha
 	// stays, and then the one that inherited it.
 	writeFileAtomic(t, cfgPath, twoClients("beta2"))
-	waitModel(t, gw, "claude", "beta2", 3*time.Second)
+	waitModel(t, gw, "claude", "beta2", applyDeadline)
 	writeFileAtomic(t, cfgPath, twoClients("beta3"))
-	waitModel(t, gw, "claude", "beta3", 3*time.Second)
+	waitModel(t, gw, "claude", "beta3", applyDeadline)
 
 	waitModel(t, gw, "gpt-4", "alpha", 0)
 	if got := up.lastConn(); got != conn {
@@ -334,7 +334,7 @@ func TestYAMLWatchRacesReload(t *testing.T) {
 		time.Sleep(time.Until(loaded.Add(offset))) // pacing: waiting for time itself
 	}
 	gw.reload("", site, true)
-	waitModel(t, gw, "gpt-4", [2]string{"alpha", "beta"}[rounds%2], 3*time.Second)
+	waitModel(t, gw, "gpt-4", [2]string{"alpha", "beta"}[rounds%2], applyDeadline)
 }
 
 // writeYAML is writeFileAtomic for goroutines other than the test's.

@@ -26,21 +26,22 @@ import (
 )
 
 // Soak shape (SPEC §2.3, issue 7): soakWorkers callers for soakDuration while soakSwaps config
-// swaps happen at even intervals. A long stream is started before every longStreamEvery-th
+// swaps happen at even intervals (kept small enough that -count=20 of the reload tests fits go
+// test's default 10-minute timeout under the race detector). A long stream is started before every longStreamEvery-th
 // swap, so several streams span one.
 const (
 	soakWorkers     = 8
-	soakSwaps       = 20
-	longStreamEvery = 5
+	soakSwaps       = 12
+	longStreamEvery = 4
 	longChunks      = 10
 	longChunkDelay  = 250 * time.Millisecond // a long stream lasts ~2.3 s, longer than grace_period
 	longModel       = "slow-model"
 	longContent     = "a long answer that keeps streaming across a config swap"
 )
 
-// soakDuration is how long a soak runs: 6 s, or LLMGW_SOAK_DURATION (a Go duration) for a
-// longer run by hand. The swaps, not the duration, are what the soak tests: 20
-// of them happen whatever the duration.
+// soakDuration is how long a soak runs: 5 s, or LLMGW_SOAK_DURATION (a Go duration) for a
+// longer run by hand. The swaps, not the duration, are what the soak tests: soakSwaps of them
+// happen whatever the duration.
 func soakDuration(t *testing.T) time.Duration {
 	if v := os.Getenv("LLMGW_SOAK_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -49,7 +50,7 @@ func soakDuration(t *testing.T) time.Duration {
 		}
 		return d
 	}
-	return 6 * time.Second
+	return 5 * time.Second
 }
 
 // resender sends a request a second time when the first attempt got no byte of response, as
@@ -377,7 +378,7 @@ func soakFakes(t *testing.T) (alpha, beta, slow *fakeupstream.Server) {
 	return alpha, beta, slow
 }
 
-// TestReloadSoak reloads the Caddy config 20 times, alternating two client sets, under load.
+// TestReloadSoak reloads the Caddy config soakSwaps times, alternating two client sets, under load.
 func TestReloadSoak(t *testing.T) {
 	alpha, beta, slow := soakFakes(t)
 	slowClient := clientBlock("slow", slow.URL(), "match exact "+longModel)
@@ -437,7 +438,7 @@ func TestReloadSoak(t *testing.T) {
 	t.Logf("%d calls sent within %v after a reload returned were served by the old config", late, staleGrace)
 }
 
-// TestYAMLRewriteSoak rewrites the watched YAML 20 times, alternating two client sets, under
+// TestYAMLRewriteSoak rewrites the watched YAML soakSwaps times, alternating two client sets, under
 // load. Each rewrite must be served (the slowest time is logged; SPEC §2.3 wants 2 s).
 func TestYAMLRewriteSoak(t *testing.T) {
 	alpha, beta, slow := soakFakes(t)
