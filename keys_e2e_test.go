@@ -17,6 +17,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	dto "github.com/prometheus/client_model/go"
 
 	llmgateway "github.com/llmgw/caddy-llm-gateway"
 	"github.com/llmgw/caddy-llm-gateway/audit"
@@ -84,7 +85,7 @@ func TestKeysErrorsWithOfficialClient(t *testing.T) {
 		s.Usage = fakeupstream.Usage{PromptTokens: 60, CompletionTokens: 40}
 		s.Headers = map[string]string{"X-Ratelimit-Limit-Tokens": "999", "X-Ratelimit-Limit-Requests": "777"}
 	})
-	gw := startGateway(t, "", gatewaySite(keysBlock(
+	gw := startGateway(t, "", "\tmetrics /metrics\n\theader >X-Key {http.llm.key}\n"+gatewaySite(keysBlock(
 		keyBlock("team-a", "secret sk-team-a-0123456789", "models gpt-4o*", "rpm 2"),
 		keyBlock("team-b", "hash "+keys.FormatHash("sk-team-b-0123456789"), "budget 150 tokens monthly"),
 		keyBlock("old", "secret sk-old-0123456789", "expires 2026-01-01"),
@@ -128,6 +129,9 @@ func TestKeysErrorsWithOfficialClient(t *testing.T) {
 		if got := h.Get("X-Ratelimit-Reset-Requests"); got != "1m0s" {
 			t.Errorf("x-ratelimit-reset-requests = %q, want 1m0s (the clock stands still)", got)
 		}
+		if got := h.Get("X-Key"); got != "team-a" {
+			t.Errorf("{http.llm.key} = %q, want team-a", got)
+		}
 		if got := h.Get("X-Ratelimit-Limit-Tokens"); got != "999" {
 			t.Errorf("x-ratelimit-limit-tokens = %q, want the upstream's 999 (the key has no tpm)", got)
 		}
@@ -152,6 +156,23 @@ func TestKeysErrorsWithOfficialClient(t *testing.T) {
 	clock.Add(30 * time.Second)
 	if _, err := a.Chat.Completions.New(ctx, chatParams("gpt-4o")); err != nil {
 		t.Fatalf("after the window moved: %v", err)
+	}
+
+	// Metrics carry the key's name (counters are process-wide: at least this test's calls).
+	fams := gw.scrape()
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		min    float64
+	}{
+		{"caddy_llm_gateway_requests_total", map[string]string{"key": "team-a", "code": "200"}, 3},
+		{"caddy_llm_gateway_requests_total", map[string]string{"key": "team-a", "code": "429"}, 1},
+		{"caddy_llm_gateway_requests_total", map[string]string{"key": "none", "code": "401"}, 1},
+		{"caddy_llm_gateway_tokens_total", map[string]string{"key": "team-a", "type": "prompt"}, 180},
+	} {
+		if got := seriesSum(fams, tc.name, tc.labels); got < tc.min {
+			t.Errorf("%s%v = %v, want at least %v", tc.name, tc.labels, got, tc.min)
+		}
 	}
 
 	// A spent budget: 429 with type and code insufficient_quota, until the next month.
@@ -212,6 +233,29 @@ func TestKeysSDKRetryHonoursRetryAfter(t *testing.T) {
 	if a, r := attempts.Load(), refused.Load(); a != 3 || r != 1 {
 		t.Fatalf("%d attempts with %d refused, want 3 and 1", a, r)
 	}
+}
+
+// seriesSum sums the counters of every series of name whose labels include want.
+func seriesSum(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	var sum float64
+	fam := fams[name]
+	if fam == nil {
+		return 0
+	}
+next:
+	for _, m := range fam.GetMetric() {
+		have := make(map[string]string, len(m.GetLabel()))
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		sum += m.GetCounter().GetValue()
+	}
+	return sum
 }
 
 // keyedPost sends a chat call with a gateway key and returns the status; safe from goroutines.

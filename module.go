@@ -26,6 +26,7 @@ import (
 	"github.com/llmgw/caddy-llm-gateway/audit"
 	gwcaddyfile "github.com/llmgw/caddy-llm-gateway/caddyfile"
 	"github.com/llmgw/caddy-llm-gateway/keys"
+	_ "github.com/llmgw/caddy-llm-gateway/keys/keyscmd" // registers caddy llm-keys
 	"github.com/llmgw/caddy-llm-gateway/router"
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
