@@ -491,3 +491,38 @@ func TestKeysAuditCostAndRestart(t *testing.T) {
 	_, err = c.Chat.Completions.New(ctx, chatParams("gpt-4o"))
 	apiError(t, err, http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota")
 }
+
+// TestKeysExample runs examples/keys.Caddyfile with its keys file: the inline key (from the
+// environment) and the file's hashed key are admitted to their models, a call without a key is
+// refused.
+func TestKeysExample(t *testing.T) {
+	t.Setenv("TEAM_A_KEY", "sk-team-a-example-key-0123456789")
+	up := fake(t, "example")
+	dir := t.TempDir()
+	data, err := os.ReadFile(filepath.Join("examples", "keys.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "examples"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "examples", "keys.yaml"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	gw := startExample(t, filepath.Join("examples", "keys.Caddyfile"), up.Addr(), dir)
+	ctx := context.Background()
+	teamA := gw.client(option.WithAPIKey("sk-team-a-example-key-0123456789"))
+	if _, err := teamA.Chat.Completions.New(ctx, chatParams("gpt-4o")); err != nil {
+		t.Errorf("team-a: %v", err)
+	}
+	interns := gw.client(option.WithAPIKey("sk-interns-example-key-0123456789"))
+	if _, err := interns.Chat.Completions.New(ctx, chatParams("gpt-4o-mini")); err != nil {
+		t.Errorf("interns: %v", err)
+	}
+	_, err = interns.Chat.Completions.New(ctx, chatParams("gpt-4o"))
+	apiError(t, err, http.StatusForbidden, "permission_error", "model_not_allowed")
+	if code, _, _ := gw.chat("gpt-4o"); code != http.StatusUnauthorized {
+		t.Errorf("no key: %d, want 401", code)
+	}
+}

@@ -109,6 +109,7 @@ type keyState struct {
 	tokens   []tokenMark // settlements in the trailing window, oldest first
 	tokenSum int64       // sum of tokens
 	open     int64       // calls admitted and not settled
+	last     int64       // the latest time (unix ns) seen: the logs' clock never goes back
 	month    int         // year*12+month of the totals
 	totals   Totals
 }
@@ -146,6 +147,19 @@ func (s *keyState) rollMonth(now time.Time) {
 	}
 }
 
+// clock returns now as the key's logs use it: never before a time already used. Callers read
+// the clock before they take the key's lock, so a call can arrive with a time a little before
+// one already logged; taken as it is, it could be admitted on a window that no longer holds the
+// later entries, and the logs would no longer be in time order.
+func (s *keyState) clock(now time.Time) int64 {
+	ns := now.UnixNano()
+	if ns < s.last {
+		return s.last
+	}
+	s.last = ns
+	return ns
+}
+
 // prune drops entries that left the window ending at now: those at or before now-Window.
 func (s *keyState) prune(now int64) {
 	edge := now - int64(Window)
@@ -165,9 +179,9 @@ func (s *keyState) prune(now int64) {
 // Admit implements Store.
 func (m *Memory) Admit(name string, lim Limits, now time.Time) Decision {
 	s := m.state(name)
-	ns := now.UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ns := s.clock(now)
 	s.prune(ns)
 	s.rollMonth(now)
 
@@ -225,21 +239,15 @@ func retryAfter(ns int64) time.Duration {
 // Settle implements Store.
 func (m *Memory) Settle(name string, tokens int64, usd float64, now time.Time) {
 	s := m.state(name)
-	ns := now.UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.open > 0 {
 		s.open--
 	}
+	ns := s.clock(now)
 	s.prune(ns)
 	s.rollMonth(now)
 	if tokens > 0 {
-		// Settlements may come out of time order (a clock step); keep the log sorted by
-		// placing a late one at the end with the newest time, which errs on the caller's side
-		// of never exceeding the limit.
-		if n := len(s.tokens); n > 0 && s.tokens[n-1].at > ns {
-			ns = s.tokens[n-1].at
-		}
 		if n := len(s.tokens); n > 0 && s.tokens[n-1].at == ns {
 			s.tokens[n-1].n += tokens
 		} else {
