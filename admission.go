@@ -77,7 +77,7 @@ func (h *Handler) provisionKeys() error {
 	if err != nil {
 		return err
 	}
-	h.counters = v.(*keyCounters)
+	h.counters, h.countersHeld = v.(*keyCounters), true
 	h.keySet.Store(set)
 	h.counters.seeded.Do(h.seedMonthTotals)
 	if kc.File != "" {
@@ -86,14 +86,16 @@ func (h *Handler) provisionKeys() error {
 	return nil
 }
 
-// releaseKeys drops the handler's hold on the shared counters.
+// releaseKeys drops the handler's reference to the shared counters. The pointer stays: on a
+// reload, calls of this handler still running settle into them (the next config holds them by
+// then, so they are the same counters).
 func (h *Handler) releaseKeys() {
 	if h.keysWatcher != nil {
 		h.keysWatcher.close()
 	}
-	if h.counters != nil {
+	if h.countersHeld {
+		h.countersHeld = false
 		_, _ = keyCountersPool.Delete(keyCountersID)
-		h.counters = nil
 	}
 }
 

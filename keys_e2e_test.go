@@ -526,3 +526,29 @@ func TestKeysExample(t *testing.T) {
 		t.Errorf("no key: %d, want 401", code)
 	}
 }
+
+// TestKeysReloadDuringStream: a stream admitted under one config and ending after a reload still
+// settles into the shared counters and releases its concurrency slot.
+func TestKeysReloadDuringStream(t *testing.T) {
+	useClock(t)
+	up := fake(t, "k-reload")
+	up.Update(func(s *fakeupstream.Settings) { s.Linger = true })
+	site := gatewaySite(keysBlock(keyBlock("one", "secret sk-one-0123456789", "concurrency 1")),
+		clientBlock("k-reload", up.URL(), "match keyword gpt"))
+	gw := startGateway(t, "", site)
+	c := gw.client(option.WithAPIKey("sk-one-0123456789"))
+	ctx := context.Background()
+	stream := c.Chat.Completions.NewStreaming(ctx, chatParams("gpt-4o"))
+	if !stream.Next() {
+		t.Fatalf("stream: %v", stream.Err())
+	}
+	gw.reload("", site, true)
+	_, err := c.Chat.Completions.New(ctx, chatParams("gpt-4o"))
+	apiError(t, err, http.StatusTooManyRequests, "requests", "rate_limit_exceeded") // the slot is the stream's
+	stream.Close()
+	up.Update(func(s *fakeupstream.Settings) { s.Linger = false })
+	eventually(t, "the stream's slot to be released after the reload", func() (bool, string) {
+		_, err := c.Chat.Completions.New(ctx, chatParams("gpt-4o"))
+		return err == nil, fmt.Sprint(err)
+	})
+}

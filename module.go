@@ -66,9 +66,10 @@ type Handler struct {
 	// Gateway keys (SPEC §12), all unset without a keys block: the key set of the inline keys
 	// and the keys file (replaced as a whole when the file changes; a request loads it once), the
 	// process-wide counters, and the keys file's watcher.
-	keySet      atomic.Pointer[keys.Set]
-	counters    *keyCounters
-	keysWatcher *yamlWatcher
+	keySet       atomic.Pointer[keys.Set]
+	counters     *keyCounters // kept after Cleanup: calls still in flight settle into it
+	countersHeld bool         // the handler holds a reference to counters
+	keysWatcher  *yamlWatcher
 
 	// gen is the routing state built from Config (and the YAML file). It is replaced as a whole
 	// when the YAML changes; a request loads it once and keeps it to the end.
