@@ -22,7 +22,7 @@ const (
 // An API call goes through stages that hand values forward (docs/architecture.md):
 //
 //	sniff   (serve.go)    *http.Request              → apiRequest, *apiError or pass on
-//	admit   (proxy.go)    *apiRequest                → *apiError (nil: admitted)
+//	admit   (admission.go) key set, *apiRequest      → grant, *apiError (nil: admitted)
 //	plan    (plan.go)     *apiRequest                → planner: attemptSpec after attemptSpec
 //	attempt (attempt.go)  *apiRequest, attemptSpec   → outcome (committed, failed, caller gone)
 //	copy    (stream.go, upstream.go) committed outcome → answer: what the caller got
