@@ -380,3 +380,17 @@ func BenchmarkAdmit(b *testing.B) {
 		m.Settle(e.Name, 120, usd, now)
 	}
 }
+
+// BenchmarkSteadyTPM measures a key under steady traffic (1000 calls per simulated second, so
+// the token log holds a minute of 60,000 settlements): pruning must not copy the log per call.
+func BenchmarkSteadyTPM(b *testing.B) {
+	m := NewMemory()
+	lim := Limits{RPM: 1 << 40, TPM: 1 << 50}
+	now := t0
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		now = now.Add(time.Millisecond)
+		m.Admit("k", lim, now)
+		m.Settle("k", 100, 0, now)
+	}
+}

@@ -171,8 +171,12 @@ func (s *keyState) prune(now int64) {
 		s.tokenSum -= s.tokens[i].n
 		i++
 	}
-	if i > 0 {
-		s.tokens = append(s.tokens[:0], s.tokens[i:]...)
+	// Re-slicing, not copying: a busy key's log holds a minute of settlements, and copying it
+	// on every call would cost O(entries). append moves the live entries to a fresh array once
+	// the old one's end is reached, so the dropped head is freed then (amortised O(1)).
+	s.tokens = s.tokens[i:]
+	if len(s.tokens) == 0 {
+		s.tokens = nil
 	}
 }
 
