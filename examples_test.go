@@ -156,7 +156,8 @@ func fakeStats(t *testing.T, addr string) fakeupstream.Stats {
 
 // TestExamplesAreAllTested fails when an example config is added without a TestExamples case.
 func TestExamplesAreAllTested(t *testing.T) {
-	tested := map[string]bool{"Caddyfile": true, "origin.Caddyfile": true, "docker/Caddyfile": true, "config.yaml": true}
+	tested := map[string]bool{"Caddyfile": true, "origin.Caddyfile": true, "docker/Caddyfile": true, "config.yaml": true,
+		"keys.Caddyfile": true, "keys.yaml": true} // TestKeysExample
 	err := filepath.WalkDir("examples", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

@@ -43,6 +43,11 @@ const (
 // arbitrary names, so without a cap a caller could create a series per request.
 const maxModelLabels = 200
 
+// maxKeyLabels caps the distinct values of the key label. Key names come from the config, but a
+// gateway may have 10,000 keys: past the cap, keys are counted as "other" (the audit log and
+// caddy llm-audit --by key have them all).
+const maxKeyLabels = 500
+
 // maxLabelLen caps the length of a label value in bytes (SPEC §10). Model names of real models
 // fit easily; the cap keeps 200 distinct values from making /metrics megabytes long.
 const maxLabelLen = 128
@@ -60,8 +65,8 @@ var (
 	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
 		Name:      "requests_total",
-		Help:      "API calls answered by the gateway, by routed model, answering backend, endpoint and HTTP status (499: the caller went away).",
-	}, []string{"model", "backend", "endpoint", "code"})
+		Help:      "API calls answered by the gateway, by routed model, answering backend, endpoint, HTTP status (499: the caller went away) and gateway key (none without one).",
+	}, []string{"model", "backend", "endpoint", "code", "key"})
 
 	requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: metricsNamespace,
@@ -80,8 +85,8 @@ var (
 	tokensTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
 		Name:      "tokens_total",
-		Help:      "Tokens reported by upstreams, by type (prompt or completion).",
-	}, []string{"model", "backend", "type"})
+		Help:      "Tokens reported by upstreams, by type (prompt or completion) and gateway key (none without one).",
+	}, []string{"model", "backend", "type", "key"})
 
 	failoversTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
@@ -109,6 +114,9 @@ var (
 
 	// modelLabels is the set of model label values handed out so far (see maxModelLabels).
 	modelLabels = labelSet{max: maxModelLabels}
+
+	// keyLabels is the set of key label values handed out so far (see maxKeyLabels).
+	keyLabels = labelSet{max: maxKeyLabels}
 
 	// statusLabels holds the code label of every valid HTTP status, formatted once.
 	statusLabels [600]string
@@ -162,16 +170,20 @@ func (c *call) observe() {
 	}
 	backend = labelValue(backend) // a configured name, but Prometheus panics on invalid UTF-8
 	ep := c.req.ep.recordType()
-	requestsTotal.WithLabelValues(model, backend, ep, statusLabel(res.Status)).Inc()
+	key := labelNone
+	if res.Key != "" {
+		key = keyLabels.get(res.Key)
+	}
+	requestsTotal.WithLabelValues(model, backend, ep, statusLabel(res.Status), key).Inc()
 	requestDuration.WithLabelValues(model, backend, ep).Observe(res.Latency.Seconds())
 	if res.Stream && res.TTFT > 0 {
 		ttftSeconds.WithLabelValues(model, backend).Observe(res.TTFT.Seconds())
 	}
 	if n := res.Usage.PromptTokens; n > 0 {
-		tokensTotal.WithLabelValues(model, backend, "prompt").Add(float64(n))
+		tokensTotal.WithLabelValues(model, backend, "prompt", key).Add(float64(n))
 	}
 	if n := res.Usage.CompletionTokens; n > 0 {
-		tokensTotal.WithLabelValues(model, backend, "completion").Add(float64(n))
+		tokensTotal.WithLabelValues(model, backend, "completion", key).Add(float64(n))
 	}
 }
 

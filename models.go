@@ -55,7 +55,19 @@ func newModelsCache(ttl time.Duration) *modelsCache {
 
 // serveModels answers GET /v1/models with the union of every client's models.
 func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, g *generation) {
-	body, ok := g.aggregateModels(r.Context(), callerCredential(r.Header))
+	cred := callerCredential(r.Header)
+	var allows func(string) bool
+	if set := h.keySet.Load(); set != nil {
+		// With gateway keys, the caller's credential is its gateway key: it is never sent
+		// upstream, and the list holds only the key's models (SPEC §12).
+		e, err := authenticate(set, r.Header, h.counters.now())
+		if err != nil {
+			writeJSON(w, err.status, marshalError(err.typ, err.code, err.message))
+			return
+		}
+		cred, allows = "", e.Allows
+	}
+	body, ok := g.aggregateModels(r.Context(), cred, allows)
 	if !ok {
 		return // the caller went away while waiting for another request's fetch
 	}
@@ -138,7 +150,7 @@ type modelObject struct {
 // merges them: de-duplicated by id in config order, each filtered by its client's match rules,
 // followed by the configured exact model names missing from the upstream lists. ok is false when
 // ctx ended first.
-func (g *generation) aggregateModels(ctx context.Context, cred string) (body []byte, ok bool) {
+func (g *generation) aggregateModels(ctx context.Context, cred string, allows func(model string) bool) (body []byte, ok bool) {
 	credSum := sha256.Sum256([]byte(cred))
 	lists := make([][]modelObject, len(g.clients))
 	done := make([]bool, len(g.clients))
@@ -158,6 +170,28 @@ func (g *generation) aggregateModels(ctx context.Context, cred string) (body []b
 	}
 
 	seen := make(map[string]bool)
+	if allows != nil {
+		// A model the key may not use is marked seen, so neither an upstream list nor the
+		// configured exact names add it.
+		for _, list := range lists {
+			for _, m := range list {
+				if !allows(m.id) {
+					seen[m.id] = true
+				}
+			}
+		}
+		for _, uc := range g.clients {
+			for _, rule := range uc.Match {
+				if rule.Type == router.MatchExact {
+					for _, id := range rule.Values {
+						if !allows(id) {
+							seen[id] = true
+						}
+					}
+				}
+			}
+		}
+	}
 	data := make([]json.RawMessage, 0, 16)
 	for _, list := range lists {
 		for _, m := range list {

@@ -25,6 +25,8 @@ import (
 
 	"github.com/llmgw/caddy-llm-gateway/audit"
 	gwcaddyfile "github.com/llmgw/caddy-llm-gateway/caddyfile"
+	"github.com/llmgw/caddy-llm-gateway/keys"
+	_ "github.com/llmgw/caddy-llm-gateway/keys/keyscmd" // registers caddy llm-keys
 	"github.com/llmgw/caddy-llm-gateway/router"
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
@@ -60,6 +62,14 @@ type Handler struct {
 
 	watcher *yamlWatcher // nil without a config file
 	cleaned atomic.Bool  // Cleanup ran
+
+	// Gateway keys (SPEC §12), all unset without a keys block: the key set of the inline keys
+	// and the keys file (replaced as a whole when the file changes; a request loads it once), the
+	// process-wide counters, and the keys file's watcher.
+	keySet       atomic.Pointer[keys.Set]
+	counters     *keyCounters // kept after Cleanup: calls still in flight settle into it
+	countersHeld bool         // the handler holds a reference to counters
+	keysWatcher  *yamlWatcher
 
 	// gen is the routing state built from Config (and the YAML file). It is replaced as a whole
 	// when the YAML changes; a request loads it once and keeps it to the end.
@@ -103,6 +113,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.gen.Store(gen)
 	if h.Config.Config != "" {
 		h.watcher = h.watchYAML(h.Config.Config, data)
+	}
+	if h.Config.Keys != nil {
+		if err := h.provisionKeys(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -162,6 +177,7 @@ func (h *Handler) Cleanup() error {
 	if h.watcher != nil {
 		h.watcher.close()
 	}
+	h.releaseKeys()
 	// The generation stays installed: during a reload the old server can still hand this
 	// handler a request it accepted just before shutting down, and that request must be served
 	// on the config it arrived under, not fall through to an empty answer.

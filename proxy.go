@@ -10,6 +10,7 @@ import (
 
 	"github.com/llmgw/caddy-llm-gateway/audit"
 	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
+	"github.com/llmgw/caddy-llm-gateway/keys"
 )
 
 // Response headers the gateway adds.
@@ -21,7 +22,7 @@ const (
 // An API call goes through stages that hand values forward (docs/architecture.md):
 //
 //	sniff   (serve.go)    *http.Request              → apiRequest, *apiError or pass on
-//	admit   (proxy.go)    *apiRequest                → *apiError (nil: admitted)
+//	admit   (admission.go) key set, *apiRequest      → grant, *apiError (nil: admitted)
 //	plan    (plan.go)     *apiRequest                → planner: attemptSpec after attemptSpec
 //	attempt (attempt.go)  *apiRequest, attemptSpec   → outcome (committed, failed, caller gone)
 //	copy    (stream.go, upstream.go) committed outcome → answer: what the caller got
@@ -45,6 +46,9 @@ type call struct {
 	bodiesDropped    bool
 	tool, multimodal bool
 
+	// grant is what admission decided (admission.go); finish settles an admitted call.
+	grant grant
+
 	// candBuf is the planner's scratch for candidate lists (planner.start says why it is here).
 	candBuf [16]int
 
@@ -66,15 +70,14 @@ type apiRequest struct {
 
 	auditing bool // the audit log records this call
 	bodies   bool // the audit log stores bodies: streams keep a transcript, bodies are kept
+
+	// keyed is set when the gateway has keys: the caller's credential is its gateway key, which
+	// is never sent upstream (SPEC §12).
+	keyed bool
 }
 
 // keepBodies reports whether the audit log stores bodies, so streams keep a transcript.
 func (c *apiRequest) keepBodies() bool { return c.bodies }
-
-// admit decides whether the gateway serves an admitted request at all. It is the seam for the
-// admission checks of SPEC §12 (gateway keys, limits and budgets); the gateway has none yet, so
-// every sniffed request is admitted.
-func (g *generation) admit(*apiRequest) *apiError { return nil }
 
 // run plans the attempts of an admitted request and makes them in order until one commits: its
 // answer is copied to the caller. When none does, it answers the final error (SPEC §4).
@@ -142,7 +145,7 @@ func (c *call) run(ctx context.Context) {
 
 // delivery is what a copy needs to know of the call besides the answer itself.
 func (c *call) delivery() delivery {
-	d := delivery{w: c.w, tried: c.res.Tried, backend: c.res.Backend, stopCtx: c.h.stopCtx, keepBodies: c.req.bodies}
+	d := delivery{w: c.w, tried: c.res.Tried, backend: c.res.Backend, stopCtx: c.h.stopCtx, keepBodies: c.req.bodies, quota: c.grant.quota()}
 	if d.keepBodies {
 		d.auditMax = c.h.audit.MaxBodySize
 	}
@@ -152,8 +155,9 @@ func (c *call) delivery() delivery {
 // delivery is the caller's side of a committed answer.
 type delivery struct {
 	w       http.ResponseWriter
-	tried   []string // X-LLM-Gateway-Tried
-	backend string   // X-LLM-Gateway-Backend
+	tried   []string       // X-LLM-Gateway-Tried
+	backend string         // X-LLM-Gateway-Backend
+	quota   *keys.Decision // the x-ratelimit-* headers of a keyed call; nil for none
 	stopCtx context.Context
 	// keepBodies is set when the audit log keeps (the first auditMax bytes of) the answer.
 	keepBodies bool
@@ -217,6 +221,7 @@ func (c *call) failAll(f finalFailure) {
 	c.res.Err = "upstream answered " + strconv.Itoa(last.status)
 	copyResponseHeader(c.w.Header(), last.header, true)
 	setGatewayHeaders(c.w.Header(), c.res.Tried, c.res.Backend)
+	setQuotaHeaders(c.w.Header(), c.grant.quota())
 	body := last.body
 	if c.req.stream && isEventStream(last.header) {
 		body = sseErrorJSON(body, last.status, c.req.r.URL.Path)
@@ -245,6 +250,7 @@ func (c *call) fail(e *apiError) {
 	c.res.Status = e.status
 	c.res.Err = e.message
 	setGatewayHeaders(c.w.Header(), c.res.Tried, c.res.Backend)
+	setQuotaHeaders(c.w.Header(), c.grant.quota())
 	body := e.encode(c.req.r.URL.Path)
 	c.res.Response = body
 	writeJSON(c.w, e.status, body)

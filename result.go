@@ -33,6 +33,8 @@ type Result struct {
 	RequestBody  []byte        // the body sent upstream
 	Response     []byte        // the body (or stream transcript) the caller received
 	Latency      time.Duration // from the request's arrival to the end of the answer
+	Key          string        // the gateway key's name (SPEC §12), "" without keys
+	CostUSD      *float64      // the call's cost from the prices; nil when no price names the model
 }
 
 // answer is what the caller got from a committed attempt: what a copy stage returns.
@@ -75,6 +77,10 @@ func (c *call) finish() {
 	}
 	c.res.Latency = time.Since(c.req.start)
 	c.clampUsage()
+	c.price()
+	// Before anything else: the caller's next call must see this one's tokens, and its
+	// concurrency slot is free once the last byte went out.
+	c.guard("settling the gateway key's counters", c.settle)
 	if extra, ok := c.req.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		// Caddy's access log entry of this request gains an "llm" object (SPEC §10).
 		extra.Add(zap.Object("llm", &c.res))
@@ -149,6 +155,8 @@ func (c *call) placeholder(key string) (any, bool) {
 		return res.Status, true
 	case "finish_reason":
 		return res.FinishReason, true
+	case "key":
+		return res.Key, true
 	}
 	return nil, false
 }
@@ -156,6 +164,9 @@ func (c *call) placeholder(key string) (any, bool) {
 // MarshalLogObject encodes the call's routing and usage for Caddy's access log.
 func (r *Result) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("model", r.Model)
+	if r.Key != "" {
+		enc.AddString("key", r.Key)
+	}
 	enc.AddString("backend", r.Backend)
 	_ = enc.AddArray("tried", zapcore.ArrayMarshalerFunc(func(a zapcore.ArrayEncoder) error {
 		for _, name := range r.Tried {
@@ -211,6 +222,8 @@ func (c *call) record() *audit.Record {
 		RequestID:        r.Header.Get("X-Request-Id"),
 		Tried:            strings.Join(res.Tried, ","),
 		Error:            res.Err,
+		Key:              res.Key,
+		CostUSD:          res.CostUSD,
 	}
 	if res.Stream && res.TTFT > 0 {
 		rec.TTFTMs = res.TTFT.Milliseconds()

@@ -141,11 +141,12 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 	defer cancel()
 	defer context.AfterFunc(h.stopCtx, cancel)()
 
+	keySet := h.keySet.Load() // nil without keys
 	c := &call{
 		h:   h,
 		g:   g,
 		w:   w,
-		req: apiRequest{r: r, ep: ep, upPath: upPath, start: time.Now()},
+		req: apiRequest{r: r, ep: ep, upPath: upPath, start: time.Now(), keyed: keySet != nil},
 	}
 	if repl := replacer(r); repl != nil {
 		// Resolved when read: deferred header operations see the model and backend, the
@@ -168,9 +169,13 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 	}
 	if e == nil {
 		c.res.Model = c.req.info.Model
-		e = g.admit(&c.req)
+		c.grant, e = h.admit(keySet, &c.req)
+		if c.grant.key != nil {
+			c.res.Key = c.grant.key.Name
+		}
 	}
 	if e != nil {
+		c.grant.refusalHeaders(w.Header())
 		c.fail(e)
 		return nil
 	}

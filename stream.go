@@ -29,6 +29,7 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 	h := d.w.Header()
 	copyResponseHeader(h, resp.Header, true)
 	setGatewayHeaders(h, d.tried, d.backend)
+	setQuotaHeaders(h, d.quota)
 	if h.Get("Cache-Control") == "" {
 		h.Set("Cache-Control", "no-cache")
 	}

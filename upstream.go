@@ -80,7 +80,7 @@ func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient,
 		if c.ep == epMessages {
 			header["X-Api-Key"] = uc.keyValue
 		}
-	} else if key := callerCredential(r.Header); key != "" {
+	} else if key := callerCredential(r.Header); key != "" && !c.keyed {
 		header["Authorization"] = []string{"Bearer " + key}
 		if c.ep == epMessages {
 			header["X-Api-Key"] = []string{key}
@@ -268,6 +268,7 @@ func writeBuffered(d delivery, req *apiRequest, spec *attemptSpec, resp *http.Re
 	}
 	ans.response = body
 	setGatewayHeaders(h, d.tried, d.backend)
+	setQuotaHeaders(h, d.quota)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	d.w.WriteHeader(resp.StatusCode)
 	_, _ = d.w.Write(body)
@@ -286,6 +287,7 @@ func relayLarge(ctx context.Context, d delivery, g *generation, resp *http.Respo
 		" bytes) relayed as the upstream sent it"
 	copyResponseHeader(d.w.Header(), resp.Header, false)
 	setGatewayHeaders(d.w.Header(), d.tried, d.backend)
+	setQuotaHeaders(d.w.Header(), d.quota)
 	d.w.WriteHeader(resp.StatusCode)
 	end := new(tailWriter)
 	var dst io.Writer = end

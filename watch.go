@@ -35,6 +35,13 @@ func stampOf(fi os.FileInfo) fileStamp {
 
 // watchYAML starts watching path, whose content applied is current.
 func (h *Handler) watchYAML(path string, current []byte) *yamlWatcher {
+	return h.watchFile(path, current, h.applyYAML)
+}
+
+// watchFile starts watching path, whose content applied is current, handing each new content to
+// apply, which reports whether it was applied (a rejected content is retried only once the file
+// changes again).
+func (h *Handler) watchFile(path string, current []byte, apply func(path string, data []byte) bool) *yamlWatcher {
 	w := &yamlWatcher{stop: make(chan struct{}), done: make(chan struct{})}
 	applied := sha256.Sum256(current)
 	var seen fileStamp
@@ -74,7 +81,7 @@ func (h *Handler) watchYAML(path string, current []byte) *yamlWatcher {
 			if sum == applied {
 				continue
 			}
-			if h.applyYAML(path, data) {
+			if apply(path, data) {
 				applied = sum
 			}
 		}

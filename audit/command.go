@@ -18,12 +18,14 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "llm-audit",
-		Usage: "[--db <path>] [--by model|backend|ip|day] [--since <date>] [--until <date>] [--json]",
+		Usage: "[--db <path>] [--by model|backend|ip|day|key] [--since <date>] [--until <date>] [--json]",
 		Short: "Summarises LLM gateway usage from the audit database",
 		Long: `
 Sums requests, prompt/completion/total tokens and errors (status >= 400) from
 the llm_audit SQLite database and its monthly archives (<stem>_YYYYMM.db
-beside it), grouped by model, backend, client IP or day.
+beside it), grouped by model, backend, client IP, day or gateway key; with a COST_USD
+column (from the gateway's prices) when grouped by key or when any row has a
+cost.
 
 --db defaults like the llm_audit app's path: $RECD_PATH without "sqlite:",
 else ./logs/record.db. --since and --until take local dates (YYYY-MM-DD) and
@@ -39,7 +41,7 @@ are inclusive. --json prints the summary as JSON instead of a table.`,
 
 func addFlags(cmd *cobra.Command) {
 	cmd.Flags().String("db", "", "Audit database path (default: $RECD_PATH, else "+DefaultPath+")")
-	cmd.Flags().String("by", ByModel, "Group by model, backend, ip or day")
+	cmd.Flags().String("by", ByModel, "Group by model, backend, ip, day or key")
 	cmd.Flags().String("since", "", "First day to include (YYYY-MM-DD, local time)")
 	cmd.Flags().String("until", "", "Last day to include (YYYY-MM-DD, local time)")
 	cmd.Flags().Bool("json", false, "Print JSON")
@@ -95,19 +97,29 @@ func runLLMAudit(fl caddycmd.Flags, out io.Writer) (int, error) {
 const exitFailure = 1
 
 // WriteTable prints sum as an aligned text table, keys left and numbers
-// right, ending with a total line.
+// right, ending with a total line. A COST_USD column follows when grouped by
+// key or when any row has a cost.
 func WriteTable(w io.Writer, sum *Summary) error {
-	rows := make([][6]string, 0, len(sum.Groups)+2)
-	rows = append(rows, [6]string{strings.ToUpper(sum.By), "REQUESTS", "PROMPT", "COMPLETION", "TOTAL", "ERRORS"})
+	cost := sum.By == ByKey || sum.Total.CostUSD > 0
+	rows := make([][]string, 0, len(sum.Groups)+2)
+	head := []string{strings.ToUpper(sum.By), "REQUESTS", "PROMPT", "COMPLETION", "TOTAL", "ERRORS"}
+	if cost {
+		head = append(head, "COST_USD")
+	}
+	rows = append(rows, head)
 	num := func(n int64) string { return strconv.FormatInt(n, 10) }
 	for _, u := range slices.Concat(sum.Groups, []Usage{sum.Total}) {
 		key := u.Key
 		if key == "" {
 			key = "-"
 		}
-		rows = append(rows, [6]string{key, num(u.Requests), num(u.PromptTokens), num(u.CompletionTokens), num(u.TotalTokens), num(u.Errors)})
+		row := []string{key, num(u.Requests), num(u.PromptTokens), num(u.CompletionTokens), num(u.TotalTokens), num(u.Errors)}
+		if cost {
+			row = append(row, strconv.FormatFloat(u.CostUSD, 'f', 4, 64))
+		}
+		rows = append(rows, row)
 	}
-	var width [6]int
+	var width [7]int
 	for _, r := range rows {
 		for i, c := range r {
 			width[i] = max(width[i], utf8.RuneCountInString(c))

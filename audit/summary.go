@@ -22,6 +22,7 @@ const (
 	ByBackend = "backend"
 	ByIP      = "ip"
 	ByDay     = "day"
+	ByKey     = "key" // the gateway key's name (SPEC §12); "" for calls made without one
 )
 
 // SummaryOptions selects and groups the rows Summarize counts.
@@ -44,9 +45,12 @@ type Usage struct {
 	// Errors counts rows with Status >= 400 (origin files have no Status
 	// column: they logged successes only).
 	Errors int64 `json:"errors"`
+	// CostUSD sums the rows' CostUSD (rows without a price count 0).
+	CostUSD float64 `json:"cost_usd"`
 }
 
 func (u *Usage) add(v Usage) {
+	u.CostUSD += v.CostUSD
 	u.Requests = addSat(u.Requests, v.Requests)
 	u.PromptTokens = addSat(u.PromptTokens, v.PromptTokens)
 	u.CompletionTokens = addSat(u.CompletionTokens, v.CompletionTokens)
@@ -74,6 +78,14 @@ const MaxStoredTokens = 1 << 40
 // no value can overflow the sum, whatever a file holds.
 func tokenSum(col string) string {
 	return "TOTAL(MIN(MAX(CAST(COALESCE(" + col + ", 0) AS REAL), 0.0), " + strconv.Itoa(MaxStoredTokens) + ".0))"
+}
+
+// costValue is a summed cost as reported: NaN (which no clamped sum should give) counts 0.
+func costValue(f float64) float64 {
+	if !(f > 0) {
+		return 0
+	}
+	return f
 }
 
 // floatCount converts a TOTAL() result to a count, saturating.
@@ -146,9 +158,9 @@ func isDigits(s string) bool {
 func Summarize(files []string, opt SummaryOptions) (*Summary, error) {
 	by := cmp.Or(opt.By, ByModel)
 	switch by {
-	case ByModel, ByBackend, ByIP, ByDay:
+	case ByModel, ByBackend, ByIP, ByDay, ByKey:
 	default:
-		return nil, fmt.Errorf("grouping %q: want %s, %s, %s or %s", opt.By, ByModel, ByBackend, ByIP, ByDay)
+		return nil, fmt.Errorf("grouping %q: want %s, %s, %s, %s or %s", opt.By, ByModel, ByBackend, ByIP, ByDay, ByKey)
 	}
 	groups := make(map[string]*Usage)
 	sum := &Summary{By: by, Files: files, Groups: []Usage{}, Total: Usage{Key: "TOTAL"}}
@@ -211,6 +223,7 @@ func summarizeFile(path, by string, opt SummaryOptions, groups map[string]*Usage
 			CompletionTokens: floatCount(stmt.ColumnFloat(3)),
 			TotalTokens:      floatCount(stmt.ColumnFloat(4)),
 			Errors:           stmt.ColumnInt64(5),
+			CostUSD:          costValue(stmt.ColumnFloat(6)),
 		}
 		u := groups[v.Key]
 		if u == nil {
@@ -240,12 +253,20 @@ func summaryQuery(by string, cols map[string]bool, opt SummaryOptions) string {
 		key = "IP"
 	case ByDay:
 		key = "substr(Time, 1, 10)"
+	case ByKey:
+		key = col("Key", "''")
 	default:
 		key = "Model"
 	}
 	errs := "0"
 	if cols["Status"] {
 		errs = "SUM(Status >= 400)"
+	}
+	cost := "0.0"
+	if cols["CostUSD"] {
+		// Each value read as REAL and clamped like the token counts, so no stored value can
+		// make the sum fail or go negative.
+		cost = "TOTAL(MIN(MAX(CAST(COALESCE(CostUSD, 0) AS REAL), 0.0), 1e12))"
 	}
 	var where []string
 	if !opt.Since.IsZero() {
@@ -256,7 +277,7 @@ func summaryQuery(by string, cols map[string]bool, opt SummaryOptions) string {
 	}
 	q := "SELECT COALESCE(" + key + ", '') AS k, COUNT(*), " +
 		tokenSum("PromptTokens") + ", " + tokenSum("CompletionTokens") + ", " + tokenSum("TotalTokens") + ", " +
-		"COALESCE(" + errs + ", 0) FROM records"
+		"COALESCE(" + errs + ", 0), " + cost + " FROM records"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}

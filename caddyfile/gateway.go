@@ -23,6 +23,7 @@ import (
 	// handed to.
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/llmgw/caddy-llm-gateway/keys"
 	"github.com/llmgw/caddy-llm-gateway/router"
 )
 
@@ -68,6 +69,22 @@ import (
 //			transport       <module> {            # e.g. http; Caddy's reverse_proxy transport block
 //				...
 //			}
+//		}
+//		keys {                                # gateway keys (SPEC §12); without it the gateway is open
+//			file <path>                         # YAML keys file (`keys:` list), watched like config
+//			key <name> {                        # repeatable; names unique across the file and here
+//				secret      <key>                 # e.g. {env.TEAM_A_KEY}; or:
+//				hash        sha256:<64 hex>       # the key's SHA-256 (caddy llm-keys hash)
+//				models      <globs...>            # * and ?; repeatable, appends; default every model
+//				rpm         <n>                   # calls per rolling 60 s; 0 or unset: no limit
+//				tpm         <n>                   # tokens per rolling 60 s
+//				concurrency <n>                   # calls open at once, streams included
+//				budget      <n> tokens|usd monthly  # n like 50M, 1.5k, 200
+//				expires     <YYYY-MM-DD or RFC 3339>
+//			}
+//		}
+//		prices {                              # USD per 1M tokens; exact names or globs
+//			<model> input <usd> output <usd>
 //		}
 //	}
 //
@@ -191,6 +208,19 @@ func UnmarshalGateway(d *caddyfile.Dispenser, cfg *router.Config) error {
 				cfg.HealthCheck = new(router.HealthCheck)
 			}
 			if err := unmarshalHealthCheck(d, cfg.HealthCheck); err != nil {
+				return err
+			}
+
+		case "keys":
+			if cfg.Keys == nil {
+				cfg.Keys = new(keys.Config)
+			}
+			if err := unmarshalKeys(d, cfg.Keys); err != nil {
+				return err
+			}
+
+		case "prices":
+			if err := unmarshalPrices(d, &cfg.Prices); err != nil {
 				return err
 			}
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/llmgw/caddy-llm-gateway/keys"
 )
 
 // Config is the whole configuration of one llm_gateway handler. It is embedded in the handler's
@@ -82,6 +84,14 @@ type Config struct {
 
 	// Clients are the upstreams, in config order.
 	Clients []*Client `json:"clients,omitempty"`
+
+	// Keys turns on gateway keys (SPEC §12): every API call must then carry one of them.
+	// Default: none, the gateway is open.
+	Keys *keys.Config `json:"keys,omitempty"`
+
+	// Prices are the USD prices per 1M input and output tokens of models (exact names or glob
+	// patterns; an exact name wins): the audit log's CostUSD and usd budgets. Default: none.
+	Prices []keys.Price `json:"prices,omitempty"`
 }
 
 // Defaults of the handler configuration.
@@ -422,6 +432,16 @@ func (c *Config) Validate() error {
 	}
 	if err := c.HealthCheck.Validate(); err != nil {
 		return err
+	}
+	if c.Keys != nil {
+		if err := c.Keys.Validate(); err != nil {
+			return err
+		}
+	}
+	for i := range c.Prices {
+		if err := c.Prices[i].Check(); err != nil {
+			return err
+		}
 	}
 	names := make(ClientNames, len(c.Clients))
 	for i, cl := range c.Clients {
