@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -342,12 +343,16 @@ func (a *App) Acquire() (Handle, error) {
 // acquire takes one reference on the pooled writer, creating it if needed.
 func (a *App) acquire() (*Writer, bool, error) {
 	v, loaded, err := writers.LoadOrNew(a.key, func() (caddy.Destructor, error) {
+		pl := lockPath(a.key)
+		pl.Lock()
 		w, err := newWriter(a.wcfg)
+		pl.Unlock()
 		if err != nil {
+			_, _ = pathLocks.Delete(a.key)
 			return nil, fmt.Errorf("opening audit database: %w", err)
 		}
 		w.key = a.key
-		return pooledWriter{w}, nil
+		return pooledWriter{w, pl}, nil
 	})
 	if err != nil {
 		return nil, false, err
@@ -357,14 +362,40 @@ func (a *App) acquire() (*Writer, bool, error) {
 
 // pooledWriter lets the pool close a Writer without Writer exporting a
 // Destruct method that handlers could call on a shared writer.
-type pooledWriter struct{ *Writer }
+type pooledWriter struct {
+	*Writer
+	pl *pathLock // held while the writer opens and closes its file
+}
 
 // Destruct drains and closes the writer; the pool calls it when the last
 // reference is released.
 func (p pooledWriter) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
-	return p.close(ctx)
+	p.pl.Lock()
+	err := p.close(ctx)
+	p.pl.Unlock()
+	_, _ = pathLocks.Delete(p.key)
+	return err
+}
+
+// pathLocks serialises opening and closing the database at one path. The pool
+// calls Destruct after it dropped the writer, so a config loaded at that moment
+// creates a new writer for the same path while the old one still closes; the
+// old close leaves WAL mode and removes the side files, which would pull the
+// new connection's -wal and -shm from under it (SQLite: disk I/O error). With
+// the lock, the new writer opens once the old one has closed.
+var pathLocks = caddy.NewUsagePool()
+
+type pathLock struct{ sync.Mutex }
+
+func (*pathLock) Destruct() error { return nil }
+
+// lockPath returns the lock of the database at key, taking one reference on
+// it; pathLocks.Delete(key) drops it.
+func lockPath(key any) *pathLock {
+	v, _, _ := pathLocks.LoadOrNew(key, func() (caddy.Destructor, error) { return new(pathLock), nil })
+	return v.(*pathLock)
 }
 
 // Handle is one counted reference to a Writer, taken per request with

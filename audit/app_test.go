@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,5 +302,72 @@ func TestRequestPathDoesNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("Acquire+Enqueue+Release allocates %.1f times per request, want 0", allocs)
+	}
+}
+
+// TestNewWriterWhileOldOneCloses releases the last reference of a writer (its close leaves WAL
+// mode and removes the side files) while a new config opens the same file, as a reload that turns
+// auditing off and on again does. The old close is held between closing its connection and
+// removing the side files until the new config's connection is in WAL mode or half a second
+// passed: the new writer must wait for the old close, else the old one removes the new
+// connection's -wal and -shm files from under it ("disk I/O error", lost rows).
+func TestNewWriterWhileOldOneCloses(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "record.db")
+	old := &App{Path: path}
+	if err := provision(t, old); err != nil {
+		t.Fatal(err)
+	}
+	h, err := old.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Enqueue(fullRecord(0, time.Now()))
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	connClosed := make(chan struct{})
+	var overlapped atomic.Bool
+	// Set before Release, whose close request reaches the writer goroutine through a channel.
+	h.Writer().cfg.closedConn = func() {
+		close(connClosed)
+		// Hold on until the next config's connection is in WAL mode (its -wal file exists), or
+		// for half a second when the next config waits for this close, as it must.
+		for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if _, err := os.Stat(path + "-wal"); err == nil {
+				overlapped.Store(true)
+				return
+			}
+		}
+	}
+	released := make(chan error, 1)
+	go func() { released <- h.Release() }()
+	<-connClosed
+
+	next := &App{Path: path}
+	if err := provision(t, next); err != nil {
+		t.Fatalf("provisioning the next config: %v", err)
+	}
+	if err := <-released; err != nil {
+		t.Fatalf("releasing the old writer: %v", err)
+	}
+	if overlapped.Load() {
+		t.Error("the next config opened the database while the previous writer was still closing it")
+	}
+	h2, err := next.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2.Enqueue(fullRecord(1, time.Now()))
+	if err := h2.Writer().Sync(context.Background()); err != nil {
+		t.Fatalf("the next writer cannot write: %v", err)
+	}
+	if err := next.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(t, path); got != 2 {
+		t.Errorf("rows = %d, want 2", got)
 	}
 }

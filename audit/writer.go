@@ -35,6 +35,7 @@ type writerConfig struct {
 	logger        *zap.Logger
 	rotated       func(archive string) // test hook, called after each rotation
 	reopened      func()               // test hook, called after checkFile reopened the path
+	closedConn    func()               // test hook, called between closing the connection and removing side files
 }
 
 // writerSettings are the tunables of writerConfig, comparable so that a
@@ -640,6 +641,9 @@ func (w *Writer) closeStore() error {
 	w.st = nil
 	if err != nil {
 		return err
+	}
+	if w.cfg.closedConn != nil {
+		w.cfg.closedConn()
 	}
 	return removeSideFiles(w.cfg.path)
 }
