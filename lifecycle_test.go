@@ -325,7 +325,7 @@ func TestYAMLWatchRacesReload(t *testing.T) {
 	site := gatewaySite("config " + cfgPath)
 	gw := startGateway(t, "", site)
 
-	const rounds = 16
+	const rounds = 8
 	for i := range rounds {
 		gw.reload("", site, true)
 		loaded := time.Now()

@@ -39,7 +39,7 @@ const (
 	longContent     = "a long answer that keeps streaming across a config swap"
 )
 
-// soakDuration is how long a soak runs: 5 s, or LLMGW_SOAK_DURATION (a Go duration) for a
+// soakDuration is how long a soak runs: 4 s, or LLMGW_SOAK_DURATION (a Go duration) for a
 // longer run by hand. The swaps, not the duration, are what the soak tests: soakSwaps of them
 // happen whatever the duration.
 func soakDuration(t *testing.T) time.Duration {
@@ -50,7 +50,7 @@ func soakDuration(t *testing.T) time.Duration {
 		}
 		return d
 	}
-	return 5 * time.Second
+	return 4 * time.Second
 }
 
 // resender sends a request a second time when the first attempt got no byte of response, as
