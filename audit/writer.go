@@ -35,6 +35,10 @@ type writerConfig struct {
 	logger        *zap.Logger
 	rotated       func(archive string) // test hook, called after each rotation
 	reopened      func()               // test hook, called after checkFile reopened the path
+
+	// rollupInterval is how often the hourly rollup is written:
+	// 0 means DefaultRollupInterval, < 0 every batch.
+	rollupInterval time.Duration
 }
 
 // writerSettings are the tunables of writerConfig, comparable so that a
@@ -123,6 +127,7 @@ func openWriter(cfg writerConfig) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
+	prepareRollup(cfg, st)
 	month, err := st.newestMonth()
 	if err != nil {
 		st.close()
@@ -406,6 +411,7 @@ func (w *Writer) insertBatch(rows []item) (written, failed uint64) {
 		w.cfg.logger.Error("audit batch not written", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
 		return 0, n
 	}
+	w.rollupBegin()
 	var ok, bad uint64
 	for _, it := range rows {
 		if err := w.insertRow(it); err != nil {
@@ -415,19 +421,27 @@ func (w *Writer) insertBatch(rows []item) (written, failed uint64) {
 				// SQLite rolled the whole transaction back (e.g. disk full):
 				// the rows inserted before this one are gone too.
 				w.cfg.logger.Error("audit batch rolled back", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
+				w.rollupAbort()
 				return 0, n
 			}
 			continue
 		}
 		ok++
+		w.rollupRecord(it.rec)
+	}
+	if !w.rollupEnd() {
+		w.rollupAbort()
+		return 0, n
 	}
 	if err := conn.Exec(`COMMIT`); err != nil {
 		if !conn.GetAutocommit() {
 			err = errors.Join(err, conn.Exec(`ROLLBACK`))
 		}
 		w.cfg.logger.Error("audit batch not committed", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
+		w.rollupAbort()
 		return 0, n
 	}
+	w.rollupCommitted()
 	return ok, bad
 }
 
@@ -523,6 +537,7 @@ func (w *Writer) ensureOpen() bool {
 		w.cfg.logger.Error("audit database unavailable", zap.String("path", w.cfg.path), zap.Error(err))
 		return false
 	}
+	prepareRollup(w.cfg, st)
 	w.st = st
 	return true
 }
@@ -539,6 +554,7 @@ func (w *Writer) check() {
 		}
 	}()
 	w.checkFile()
+	w.rollupIdle()
 	w.checkRotation()
 }
 
@@ -589,6 +605,9 @@ func (w *Writer) discardStore() {
 		}
 	}()
 	_ = st.insert.Close()
+	if st.rollup != nil {
+		st.rollup.close()
+	}
 	_ = st.conn.Close()
 }
 
