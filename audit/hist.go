@@ -81,6 +81,18 @@ func (h *Hist) Add(v int64) {
 	*h = slices.Insert(*h, i, HistCount{Bucket: b, Count: 1})
 }
 
+// Merge adds o's counts to h.
+func (h *Hist) Merge(o Hist) {
+	for _, c := range o {
+		i, found := slices.BinarySearchFunc(*h, c.Bucket, func(x HistCount, b uint16) int { return int(x.Bucket) - int(b) })
+		if found {
+			(*h)[i].Count = addSatU((*h)[i].Count, c.Count)
+		} else {
+			*h = slices.Insert(*h, i, c)
+		}
+	}
+}
+
 // AppendEncoded appends h as stored in the rollup: for each bucket, the
 // uvarint of its distance from the previous one (the first from 0), then
 // the uvarint of its count. An empty histogram is an empty BLOB.

@@ -28,7 +28,7 @@ const (
 	// RollupVersion is rollup_meta.version. A file with another version
 	// (another bucket layout) is rebuilt by the writer and not trusted by
 	// readers.
-	RollupVersion = 1
+	RollupVersion = 2
 
 	createRollup = `CREATE TABLE IF NOT EXISTS rollup_hourly (
 	hour TEXT NOT NULL,
@@ -48,6 +48,22 @@ const (
 	max_rowid INTEGER NOT NULL,
 	PRIMARY KEY (hour, model, key_name, backend, status_class)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_daily (
+	day TEXT NOT NULL,
+	model TEXT NOT NULL,
+	key_name TEXT NOT NULL,
+	backend TEXT NOT NULL,
+	status_class INTEGER NOT NULL,
+	requests INTEGER NOT NULL,
+	prompt_tokens INTEGER NOT NULL,
+	completion_tokens INTEGER NOT NULL,
+	total_tokens INTEGER NOT NULL,
+	cost_nanos INTEGER NOT NULL,
+	costed INTEGER NOT NULL,
+	latency_hist BLOB NOT NULL,
+	ttft_hist BLOB NOT NULL,
+	PRIMARY KEY (day, model, key_name, backend, status_class)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_meta (
 	id INTEGER PRIMARY KEY CHECK (id = 1),
 	version INTEGER NOT NULL,
@@ -55,7 +71,7 @@ CREATE TABLE IF NOT EXISTS rollup_meta (
 );
 CREATE INDEX IF NOT EXISTS records_failed ON records (Time) WHERE Status >= 400`
 
-	dropRollup = `DROP TABLE IF EXISTS rollup_hourly; DROP TABLE IF EXISTS rollup_meta`
+	dropRollup = `DROP TABLE IF EXISTS rollup_hourly; DROP TABLE IF EXISTS rollup_daily; DROP TABLE IF EXISTS rollup_meta`
 
 	upsertRollup = `INSERT INTO rollup_hourly (hour, model, key_name, backend, status_class,
 	requests, prompt_tokens, completion_tokens, total_tokens, cost_nanos, costed, latency_hist, ttft_hist, min_rowid, max_rowid)
@@ -71,6 +87,19 @@ ON CONFLICT (hour, model, key_name, backend, status_class) DO UPDATE SET
 	ttft_hist = llm_hist_merge(ttft_hist, excluded.ttft_hist),
 	min_rowid = MIN(min_rowid, excluded.min_rowid),
 	max_rowid = MAX(max_rowid, excluded.max_rowid)`
+
+	upsertDaily = `INSERT INTO rollup_daily (day, model, key_name, backend, status_class,
+	requests, prompt_tokens, completion_tokens, total_tokens, cost_nanos, costed, latency_hist, ttft_hist)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+ON CONFLICT (day, model, key_name, backend, status_class) DO UPDATE SET
+	requests = requests + excluded.requests,
+	prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+	completion_tokens = completion_tokens + excluded.completion_tokens,
+	total_tokens = total_tokens + excluded.total_tokens,
+	cost_nanos = cost_nanos + excluded.cost_nanos,
+	costed = costed + excluded.costed,
+	latency_hist = llm_hist_merge(latency_hist, excluded.latency_hist),
+	ttft_hist = llm_hist_merge(ttft_hist, excluded.ttft_hist)`
 
 	// rollupRowsSQL reads the rows of records a rollup sums, with rowid in
 	// (?1, ?2]: the rowid, then the columns RollupRow.Scan reads.
@@ -220,6 +249,7 @@ func HourOf(t string) string {
 type rollup struct {
 	conn       *sqlite3.Conn
 	upsert     *sqlite3.Stmt
+	daily      *sqlite3.Stmt // upsertDaily
 	setCovered *sqlite3.Stmt
 	rows       *sqlite3.Stmt // rollupRowsSQL
 	interval   time.Duration // <= 0: write every batch
@@ -227,10 +257,11 @@ type rollup struct {
 	lastWrite  time.Time
 
 	// The pending sums, of rows (covered, last].
-	index map[RollupKey]int
-	keys  []RollupKey
-	sums  []RollupSums
-	last  int64
+	pending rollupSet
+	last    int64
+
+	// The pending sums by day, made from the hourly ones as they are written.
+	days rollupSet
 
 	inBatch  bool  // the current batch's first row was seen
 	writing  int64 // covered once the current transaction commits; 0: no write in it
@@ -276,7 +307,9 @@ func openRollup(conn *sqlite3.Conn) (ru *rollup, err error) {
 			return nil, err
 		}
 	}
-	ru = &rollup{conn: conn, covered: covered, interval: DefaultRollupInterval, index: make(map[RollupKey]int), lastWrite: time.Now()}
+	ru = &rollup{conn: conn, covered: covered, interval: DefaultRollupInterval, lastWrite: time.Now()}
+	ru.pending.index = make(map[RollupKey]int)
+	ru.days.index = make(map[RollupKey]int)
 	// Never nil: a nil BLOB binds as NULL, and an empty histogram is an
 	// empty BLOB.
 	ru.blobs = [2][]byte{make([]byte, 0, 64), make([]byte, 0, 64)}
@@ -286,6 +319,9 @@ func openRollup(conn *sqlite3.Conn) (ru *rollup, err error) {
 		}
 	}()
 	if ru.upsert, _, err = conn.Prepare(upsertRollup); err != nil {
+		return nil, err
+	}
+	if ru.daily, _, err = conn.Prepare(upsertDaily); err != nil {
 		return nil, err
 	}
 	if ru.setCovered, _, err = conn.Prepare(`UPDATE rollup_meta SET covered = ?1 WHERE id = 1`); err != nil {
@@ -314,7 +350,7 @@ func ReadRollupMeta(conn *sqlite3.Conn) (version int, covered int64, err error) 
 }
 
 func readRollupMeta(conn *sqlite3.Conn) (version int, covered int64, err error) {
-	stmt, _, err := conn.Prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('rollup_meta', 'rollup_hourly')`)
+	stmt, _, err := conn.Prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('rollup_meta', 'rollup_hourly', 'rollup_daily')`)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -322,7 +358,7 @@ func readRollupMeta(conn *sqlite3.Conn) (version int, covered int64, err error) 
 	for stmt.Step() {
 		n++
 	}
-	if err := errors.Join(stmt.Err(), stmt.Close()); err != nil || n < 2 {
+	if err := errors.Join(stmt.Err(), stmt.Close()); err != nil || n < 3 {
 		return 0, 0, err
 	}
 	stmt, _, err = conn.Prepare(`SELECT version, covered FROM rollup_meta WHERE id = 1`)
@@ -337,7 +373,7 @@ func readRollupMeta(conn *sqlite3.Conn) (version int, covered int64, err error) 
 }
 
 func (ru *rollup) close() {
-	for _, s := range []*sqlite3.Stmt{ru.upsert, ru.setCovered, ru.rows} {
+	for _, s := range []*sqlite3.Stmt{ru.upsert, ru.daily, ru.setCovered, ru.rows} {
 		if s != nil {
 			_ = s.Close()
 		}
@@ -366,7 +402,7 @@ func (ru *rollup) record(r *Record, rowid int64) {
 	// deleted by hand, and covered must never move back.
 	ru.last = max(ru.last, rowid)
 	k := RollupKey{Hour: ru.hourOf(r.Time), Model: r.Model, Key: r.Key, Backend: r.Backend, Class: int64(r.Status) / 100}
-	s := ru.group(k)
+	s := ru.pending.group(k)
 	s.addRowid(rowid)
 	s.Requests++
 	s.PromptTokens += ClampTokens(float64(r.PromptTokens))
@@ -396,7 +432,7 @@ func (ru *rollup) endBatch() error {
 	if ru.batchErr != nil {
 		return ru.batchErr
 	}
-	if ru.last == 0 || ru.interval > 0 && len(ru.keys) < rollupFlushGroups && time.Since(ru.lastWrite) < ru.interval {
+	if ru.last == 0 || ru.interval > 0 && len(ru.pending.keys) < rollupFlushGroups && time.Since(ru.lastWrite) < ru.interval {
 		return nil
 	}
 	return ru.flush()
@@ -434,7 +470,7 @@ func (ru *rollup) committed() {
 // rows of earlier batches among them are read back from the file when the
 // next batch starts (see record).
 func (ru *rollup) abort() {
-	ru.clear()
+	ru.pending.clear()
 	ru.last, ru.writing, ru.batchErr = 0, 0, nil
 }
 
@@ -477,33 +513,6 @@ func (ru *rollup) hourOf(t time.Time) string {
 	return ru.hour
 }
 
-// group returns the pending sums of k, adding an empty group if needed.
-func (ru *rollup) group(k RollupKey) *RollupSums {
-	if i, ok := ru.index[k]; ok {
-		return &ru.sums[i]
-	}
-	i := len(ru.keys)
-	ru.index[k] = i
-	ru.keys = append(ru.keys, k)
-	if i < cap(ru.sums) {
-		// Reuse the histograms' memory of earlier sums.
-		ru.sums = ru.sums[:i+1]
-		s := &ru.sums[i]
-		*s = RollupSums{Latency: s.Latency[:0], TTFT: s.TTFT[:0]}
-		return s
-	}
-	ru.sums = append(ru.sums, RollupSums{})
-	return &ru.sums[i]
-}
-
-// clear forgets the pending groups (not last).
-func (ru *rollup) clear() {
-	clear(ru.index)
-	clear(ru.keys) // drop references to the rows' strings
-	ru.keys = ru.keys[:0]
-	ru.sums = ru.sums[:0]
-}
-
 // catchUp sums the rows of records with rowid in (next-1, upto], writing
 // the groups out whenever they reach rollupFlushGroups.
 func (ru *rollup) catchUp(upto int64) error {
@@ -531,7 +540,7 @@ func (ru *rollup) catchUp(upto int64) error {
 		ru.last = stmt.ColumnInt64(0)
 		row.Scan(stmt, 1, intern)
 		ru.add(&row, ru.last)
-		if len(ru.keys) >= rollupFlushGroups {
+		if len(ru.pending.keys) >= rollupFlushGroups {
 			if err := ru.write(); err != nil {
 				return err
 			}
@@ -550,7 +559,7 @@ func (ru *rollup) catchUp(upto int64) error {
 // add counts a row read back from records.
 func (ru *rollup) add(r *RollupRow, rowid int64) {
 	k := RollupKey{Hour: HourOf(r.Time), Model: r.Model, Key: r.Key, Backend: r.Backend, Class: StatusClass(r.Status, r.StatusNull)}
-	s := ru.group(k)
+	s := ru.pending.group(k)
 	s.addRowid(rowid)
 	s.Requests++
 	s.PromptTokens += ClampTokens(r.PromptTokens)
@@ -568,30 +577,107 @@ func (ru *rollup) add(r *RollupRow, rowid int64) {
 	}
 }
 
-// write upserts the pending groups and forgets them (last stays: covered
-// moves there only with flush).
+// write upserts the pending groups into rollup_hourly, and their sums by
+// day into rollup_daily, and forgets them (last stays: covered moves there
+// only with flush).
 func (ru *rollup) write() error {
-	s := ru.upsert
-	for i, k := range ru.keys {
-		sum := &ru.sums[i]
-		ru.blobs[0] = sum.Latency.AppendEncoded(ru.blobs[0][:0])
-		ru.blobs[1] = sum.TTFT.AppendEncoded(ru.blobs[1][:0])
-		err := errors.Join(
-			s.BindText(1, k.Hour), s.BindText(2, k.Model), s.BindText(3, k.Key), s.BindText(4, k.Backend),
-			s.BindInt64(5, k.Class), s.BindInt64(6, sum.Requests),
-			s.BindInt64(7, sum.PromptTokens), s.BindInt64(8, sum.CompletionTokens), s.BindInt64(9, sum.TotalTokens),
-			s.BindInt64(10, sum.CostNanos), s.BindInt64(11, sum.Costed),
-			s.BindBlob(12, ru.blobs[0]), s.BindBlob(13, ru.blobs[1]),
-			s.BindInt64(14, sum.MinRowid), s.BindInt64(15, sum.MaxRowid))
-		if err == nil {
-			err = s.Exec()
+	for i, k := range ru.pending.keys {
+		sum := &ru.pending.sums[i]
+		if err := ru.upsertGroup(ru.upsert, k, sum, true); err != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("updating the hourly rollup: %w", err)
+		dk := k
+		dk.Hour = DayOf(k.Hour)
+		ru.days.group(dk).add(sum)
+	}
+	for i, k := range ru.days.keys {
+		if err := ru.upsertGroup(ru.daily, k, &ru.days.sums[i], false); err != nil {
+			return err
 		}
 	}
-	ru.clear()
+	ru.days.clear()
+	ru.pending.clear()
 	return nil
+}
+
+// upsertGroup binds one group to an upsert statement and runs it.
+func (ru *rollup) upsertGroup(s *sqlite3.Stmt, k RollupKey, sum *RollupSums, rowids bool) error {
+	ru.blobs[0] = sum.Latency.AppendEncoded(ru.blobs[0][:0])
+	ru.blobs[1] = sum.TTFT.AppendEncoded(ru.blobs[1][:0])
+	err := errors.Join(
+		s.BindText(1, k.Hour), s.BindText(2, k.Model), s.BindText(3, k.Key), s.BindText(4, k.Backend),
+		s.BindInt64(5, k.Class), s.BindInt64(6, sum.Requests),
+		s.BindInt64(7, sum.PromptTokens), s.BindInt64(8, sum.CompletionTokens), s.BindInt64(9, sum.TotalTokens),
+		s.BindInt64(10, sum.CostNanos), s.BindInt64(11, sum.Costed),
+		s.BindBlob(12, ru.blobs[0]), s.BindBlob(13, ru.blobs[1]))
+	if err == nil && rowids {
+		err = errors.Join(s.BindInt64(14, sum.MinRowid), s.BindInt64(15, sum.MaxRowid))
+	}
+	if err == nil {
+		err = s.Exec()
+	}
+	if err != nil {
+		return fmt.Errorf("updating the rollup: %w", err)
+	}
+	return nil
+}
+
+// rollupSet is a set of groups with their sums, reused across writes.
+type rollupSet struct {
+	index map[RollupKey]int
+	keys  []RollupKey
+	sums  []RollupSums
+}
+
+func (rs *rollupSet) group(k RollupKey) *RollupSums {
+	if i, ok := rs.index[k]; ok {
+		return &rs.sums[i]
+	}
+	i := len(rs.keys)
+	rs.index[k] = i
+	rs.keys = append(rs.keys, k)
+	if i < cap(rs.sums) {
+		rs.sums = rs.sums[:i+1]
+		s := &rs.sums[i]
+		*s = RollupSums{Latency: s.Latency[:0], TTFT: s.TTFT[:0]}
+		return s
+	}
+	rs.sums = append(rs.sums, RollupSums{})
+	return &rs.sums[i]
+}
+
+func (rs *rollupSet) clear() {
+	clear(rs.index)
+	clear(rs.keys)
+	rs.keys = rs.keys[:0]
+	rs.sums = rs.sums[:0]
+}
+
+// add adds o's sums to s.
+func (s *RollupSums) add(o *RollupSums) {
+	if o.Requests > 0 {
+		if s.Requests == 0 || o.MinRowid < s.MinRowid {
+			s.MinRowid = o.MinRowid
+		}
+		s.MaxRowid = max(s.MaxRowid, o.MaxRowid)
+	}
+	s.Requests += o.Requests
+	s.PromptTokens += o.PromptTokens
+	s.CompletionTokens += o.CompletionTokens
+	s.TotalTokens += o.TotalTokens
+	s.CostNanos += o.CostNanos
+	s.Costed += o.Costed
+	s.Latency.Merge(o.Latency)
+	s.TTFT.Merge(o.TTFT)
+}
+
+// DayOf returns the rollup day of a stored Time or rollup hour: its first
+// 10 characters, "YYYY-MM-DD".
+func DayOf(t string) string {
+	if len(t) > 10 {
+		return t[:10]
+	}
+	return t
 }
 
 // histMergeFunc is the SQL function llm_hist_merge(a, b): the histogram

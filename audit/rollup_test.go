@@ -104,14 +104,30 @@ func variedRecord(i int, base time.Time, rng *rand.Rand) *Record {
 // and covered with the table's largest rowid.
 func checkRollup(t *testing.T, path string) {
 	t.Helper()
-	want := query(t, path, `SELECT substr(Time, 1, 13) h, COALESCE(Model, ''), COALESCE("Key", ''), COALESCE(Backend, ''),
+	checkRollupTable(t, path, "rollup_hourly", "hour", 13)
+	checkRollupTable(t, path, "rollup_daily", "day", 10)
+	meta := query(t, path, `SELECT version, covered, (SELECT COALESCE(MAX(rowid), 0) FROM records) FROM rollup_meta`)
+	if fmt.Sprint(meta) != fmt.Sprintf("[[%d %d %d]]", RollupVersion, meta[0][2], meta[0][2]) {
+		t.Errorf("rollup_meta = %v, want version %d and covered = max rowid", meta, RollupVersion)
+	}
+}
+
+// checkRollupTable compares one rollup table with SQL over records grouped by the first
+// prefix characters of Time.
+func checkRollupTable(t *testing.T, path, table, period string, prefix int) {
+	t.Helper()
+	rowids, minmax := "0, 0", "0, 0"
+	if table == "rollup_hourly" {
+		rowids, minmax = "MIN(rowid), MAX(rowid)", "min_rowid, max_rowid"
+	}
+	want := query(t, path, `SELECT substr(Time, 1, `+strconv.Itoa(prefix)+`) h, COALESCE(Model, ''), COALESCE("Key", ''), COALESCE(Backend, ''),
 		COALESCE(Status, 200) / 100 c, COUNT(*), TOTAL(PromptTokens), TOTAL(CompletionTokens), TOTAL(TotalTokens),
-		TOTAL(CAST(ROUND(CostUSD * 1e9) AS INTEGER)), COUNT(CostUSD), MIN(rowid), MAX(rowid), group_concat(LatencyMs), group_concat(TTFTMs)
+		TOTAL(CAST(ROUND(CostUSD * 1e9) AS INTEGER)), COUNT(CostUSD), `+rowids+`, group_concat(LatencyMs), group_concat(TTFTMs)
 		FROM records GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5`)
-	got := query(t, path, `SELECT hour, model, key_name, backend, status_class, requests, prompt_tokens, completion_tokens,
-		total_tokens, cost_nanos, costed, min_rowid, max_rowid, latency_hist, ttft_hist FROM rollup_hourly ORDER BY 1, 2, 3, 4, 5`)
+	got := query(t, path, `SELECT `+period+`, model, key_name, backend, status_class, requests, prompt_tokens, completion_tokens,
+		total_tokens, cost_nanos, costed, `+minmax+`, latency_hist, ttft_hist FROM `+table+` ORDER BY 1, 2, 3, 4, 5`)
 	if len(got) != len(want) {
-		t.Fatalf("rollup has %d rows, SQL over records %d groups", len(got), len(want))
+		t.Fatalf("%s has %d rows, SQL over records %d groups", table, len(got), len(want))
 	}
 	hist := func(v any) string {
 		var out []string
@@ -148,23 +164,19 @@ func checkRollup(t *testing.T, path string) {
 				wv = strconv.FormatInt(int64(f), 10)
 			}
 			if gv != wv {
-				t.Errorf("group %v column %d: rollup %s, SQL %s", w[:5], j, gv, wv)
+				t.Errorf("%s group %v column %d: rollup %s, SQL %s", table, w[:5], j, gv, wv)
 			}
 		}
 		if hist(g[13]) != hist(w[13]) || hist(g[14]) != hist(w[14]) {
-			t.Errorf("group %v histograms: rollup %s / %s, SQL %s / %s", w[:5], hist(g[13]), hist(g[14]), hist(w[13]), hist(w[14]))
+			t.Errorf("%s group %v histograms: rollup %s / %s, SQL %s / %s", table, w[:5], hist(g[13]), hist(g[14]), hist(w[13]), hist(w[14]))
 		}
-	}
-	meta := query(t, path, `SELECT version, covered, (SELECT COALESCE(MAX(rowid), 0) FROM records) FROM rollup_meta`)
-	if fmt.Sprint(meta) != fmt.Sprintf("[[%d %d %d]]", RollupVersion, meta[0][2], meta[0][2]) {
-		t.Errorf("rollup_meta = %v, want version %d and covered = max rowid", meta, RollupVersion)
 	}
 }
 
 func TestRollupEqualsSQLOverRecords(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.batchSize = 37
-	base := time.Date(2026, 7, 23, 9, 0, 0, 0, time.Local)
+	base := time.Date(2026, 7, 23, 21, 0, 0, 0, time.Local) // the rows cross midnight
 	cfg.now = newFakeClock(base).now
 	w := startWriter(t, cfg)
 	rng := rand.New(rand.NewPCG(7, 7))

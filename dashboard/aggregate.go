@@ -139,7 +139,9 @@ func newAggregator(p *params) *aggregator {
 	a.width = int64(p.bucket / time.Second)
 	a.start = start.Truncate(p.bucket)
 	last := end.Add(-time.Microsecond).Unix() // to is excluded
-	a.buckets = make([]bucket, max((last-a.start.Unix())/a.width+1, 1))
+	if !p.noSeries {
+		a.buckets = make([]bucket, max((last-a.start.Unix())/a.width+1, 1))
+	}
 	return a
 }
 
@@ -155,8 +157,9 @@ func (a *aggregator) intern(b []byte) string {
 	return s
 }
 
-// parseNaive reads the leading "YYYY-MM-DD HH:MM" of stored Time text as a
-// UTC wall clock; missing minutes count as 0.
+// parseNaive reads the leading "YYYY-MM-DD HH:MM" of stored Time text (or
+// a rollup hour or day) as a UTC wall clock; a missing hour or minute
+// counts as 0.
 func parseNaive(s string) (time.Time, bool) {
 	num := func(i, n int) (int, bool) {
 		if len(s) < i+n {
@@ -174,14 +177,11 @@ func parseNaive(s string) (time.Time, bool) {
 	y, ok1 := num(0, 4)
 	mo, ok2 := num(5, 2)
 	d, ok3 := num(8, 2)
-	h, ok4 := num(11, 2)
-	if !ok1 || !ok2 || !ok3 || !ok4 {
+	if !ok1 || !ok2 || !ok3 {
 		return time.Time{}, false
 	}
-	mi, ok := num(14, 2)
-	if !ok {
-		mi = 0
-	}
+	h, _ := num(11, 2)
+	mi, _ := num(14, 2)
 	return time.Date(y, time.Month(mo), d, h, mi, 0, 0, time.UTC), true
 }
 

@@ -208,6 +208,7 @@ func summaryOf(a *aggregator, files []dbFile) *summaryJSON {
 }
 
 func (h *Handler) summary(ctx context.Context, p *params) (any, error) {
+	p.noSeries = true
 	a, files, err := h.aggregate(ctx, p)
 	if err != nil {
 		return nil, err
@@ -346,6 +347,7 @@ type topAnswerJSON struct {
 }
 
 func (h *Handler) top(ctx context.Context, p *params) (any, error) {
+	p.noSeries = true
 	a, _, err := h.aggregate(ctx, p)
 	if err != nil {
 		return nil, err

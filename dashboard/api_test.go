@@ -142,6 +142,8 @@ func TestAPIMatchesSQL(t *testing.T) {
 		{"7d", now.Add(-7 * 24 * time.Hour), now},
 		{"30d", now.Add(-30 * 24 * time.Hour), now},
 		{"odd edges", now.Add(-9*24*time.Hour - odd), now.Add(-2*24*time.Hour + odd)},
+		{"20d odd edges, daily", now.Add(-20*24*time.Hour - odd), now.Add(-3*24*time.Hour + odd)},
+		{"midnight to midnight", time.Date(now.Year(), now.Month(), now.Day()-12, 0, 0, 0, 0, time.Local), time.Date(now.Year(), now.Month(), now.Day()-2, 0, 0, 0, 0, time.Local)},
 		{"hour aligned", now.Truncate(time.Hour).Add(-48 * time.Hour), now.Truncate(time.Hour).Add(-5 * time.Hour)},
 		{"inside one hour", now.Truncate(time.Hour).Add(-30*time.Hour + 5*time.Minute), now.Truncate(time.Hour).Add(-30*time.Hour + 50*time.Minute)},
 		{"6h, raw", now.Add(-6 * time.Hour), now},
@@ -176,14 +178,26 @@ func TestSeriesBucketsMatchSQL(t *testing.T) {
 	h := newTestHandler(t, path, now)
 	files, _ := audit.DatabaseFiles(path)
 	f := filter{from: now.Add(-3*24*time.Hour + 10*time.Minute), to: now, model: ptr("gpt-4o")}
+	for _, bucket := range []string{"1h", "1d"} {
+		checkSeries(t, h, files, f, bucket)
+	}
+}
+
+func checkSeries(t *testing.T, h *Handler, files []string, f filter, bucket string) {
+	t.Helper()
 	var s seriesAnswer
-	getJSON(t, h, "/api/series?bucket=1h&by=key&"+f.query(), &s)
-	if s.BucketSeconds != 3600 || len(s.Times) != len(s.Requests) {
+	getJSON(t, h, "/api/series?bucket="+bucket+"&by=key&"+f.query(), &s)
+	width := map[string]int64{"1h": 3600, "1d": 86400}[bucket]
+	if s.BucketSeconds != width || len(s.Times) != len(s.Requests) || len(s.Times) < 3 {
 		t.Fatalf("bucket %d, %d times, %d values", s.BucketSeconds, len(s.Times), len(s.Requests))
 	}
 	for i, at := range s.Times {
 		bf := f
-		bf.from, bf.to = time.Unix(at, 0), time.Unix(at+3600, 0)
+		start := time.Unix(at, 0)
+		bf.from, bf.to = start, start.Add(time.Hour)
+		if bucket == "1d" {
+			bf.to = start.AddDate(0, 0, 1)
+		}
 		if i == 0 {
 			bf.from = f.from
 		}

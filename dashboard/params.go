@@ -51,6 +51,10 @@ type params struct {
 	by     int   // dimension index for series and top
 	bucket time.Duration
 	limit  int
+	// noSeries is set by the calls that show no time series (summary,
+	// top): whole days can then come from the daily rollup whatever the
+	// bucket.
+	noSeries bool
 }
 
 // paramError is a malformed parameter, answered with 400.
@@ -192,9 +196,8 @@ func (p *params) parseBucket(s string) error {
 			p.bucket = 5 * time.Minute
 		case span <= 8*24*time.Hour:
 			p.bucket = time.Hour
-		case span <= 45*24*time.Hour:
-			p.bucket = 6 * time.Hour
 		default:
+			// Days, which the daily rollup answers: a month in 30 points.
 			p.bucket = 24 * time.Hour
 		}
 		return nil
@@ -218,6 +221,11 @@ func (p *params) rawOnly() bool {
 	return p.to.Sub(p.from) <= rawRange || p.bucket < time.Hour
 }
 
+// daily reports whether whole days may be read from the daily rollup.
+func (p *params) daily() bool {
+	return p.noSeries || p.bucket%(24*time.Hour) == 0
+}
+
 // hourSpan returns the hours [hs, he) lying wholly inside [a, b), as
 // rollup hours ("YYYY-MM-DD HH"); hs >= he when there are none.
 func (p *params) hourSpan() (hs, he string) {
@@ -228,7 +236,19 @@ func (p *params) hourSpan() (hs, he string) {
 	return hs, audit.HourOf(p.b)
 }
 
-const hourLayout = "2006-01-02 15"
+const (
+	hourLayout = "2006-01-02 15"
+	dayLayout  = "2006-01-02"
+)
+
+// nextDay returns the rollup day after d.
+func nextDay(d string) string {
+	t, err := time.Parse(dayLayout, d)
+	if err != nil {
+		return d
+	}
+	return t.AddDate(0, 0, 1).Format(dayLayout)
+}
 
 // nextHour returns the rollup hour after h, in the calendar of the stored
 // text (local wall clock, whatever DST does).

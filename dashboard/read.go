@@ -269,17 +269,30 @@ const rollupSQL = `SELECT hour, model, key_name, backend, status_class, requests
 	total_tokens, cost_nanos, costed, latency_hist, ttft_hist
 FROM rollup_hourly WHERE hour >= ?1 AND hour < ?2` + rollupWhere
 
+const dailySQL = `SELECT day, model, key_name, backend, status_class, requests, prompt_tokens, completion_tokens,
+	total_tokens, cost_nanos, costed, latency_hist, ttft_hist
+FROM rollup_daily WHERE day >= ?1 AND day < ?2` + rollupWhere
+
 const rowidSpanSQL = `SELECT MIN(min_rowid), MAX(max_rowid) FROM rollup_hourly WHERE hour >= ?1 AND hour <= ?2` + rollupWhere
 
 // scanRollup feeds agg the rollup rows of hours [hs, he).
 func (r *reader) scanRollup(p *params, hs, he string, a *aggregator) error {
-	stmt, _, err := r.conn.Prepare(rollupSQL)
+	return r.scanPeriods(p, rollupSQL, hs, he, a)
+}
+
+// scanPeriods feeds agg the rows of a rollup table (q: rollupSQL or
+// dailySQL) of periods [lo, hi).
+func (r *reader) scanPeriods(p *params, q, lo, hi string, a *aggregator) error {
+	if lo >= hi {
+		return nil
+	}
+	stmt, _, err := r.conn.Prepare(q)
 	if err != nil {
 		return err
 	}
 	defer stmt.Close()
 	f := p.filterArgs()
-	if err := bindAll(stmt, hs, he, f[0], f[1], f[2], f[3]); err != nil {
+	if err := bindAll(stmt, lo, hi, f[0], f[1], f[2], f[3]); err != nil {
 		return err
 	}
 	for stmt.Step() {
@@ -338,13 +351,39 @@ func (r *reader) aggregate(p *params, a *aggregator) error {
 	if p.rawOnly() || hs >= he {
 		return r.scanHours(p, p.a, p.b, ha, hb, a)
 	}
-	if err := r.scanRollup(p, hs, he, a); err != nil {
-		return fmt.Errorf("reading the hourly rollup: %w", err)
+	if err := r.scanWholeHours(p, hs, he, a); err != nil {
+		return fmt.Errorf("reading the rollup: %w", err)
 	}
 	if err := r.scanHours(p, p.a, hs+":00:00.000000", ha, ha, a); err != nil {
 		return err
 	}
 	return r.scanHours(p, he+":00:00.000000", p.b, hb, hb, a)
+}
+
+// scanWholeHours feeds agg the rollup rows of hours [hs, he): whole days
+// from rollup_daily when the series' buckets are days (or there is no
+// series), the other hours from rollup_hourly.
+func (r *reader) scanWholeHours(p *params, hs, he string, a *aggregator) error {
+	if !p.daily() {
+		return r.scanRollup(p, hs, he, a)
+	}
+	// Whole days: from the first midnight at or after hs to the last at or
+	// before he.
+	ds := audit.DayOf(hs)
+	if hs[len(ds):] != " 00" {
+		ds = nextDay(ds)
+	}
+	de := audit.DayOf(he)
+	if ds >= de {
+		return r.scanRollup(p, hs, he, a)
+	}
+	if err := r.scanPeriods(p, dailySQL, ds, de, a); err != nil {
+		return err
+	}
+	if err := r.scanRollup(p, hs, ds+" 00", a); err != nil {
+		return err
+	}
+	return r.scanRollup(p, de+" 00", he, a)
 }
 
 // forEachFile opens each file that may hold rows of p's range and calls fn
