@@ -222,6 +222,7 @@ func run(o options) error {
 	report := render(o, env, b, tabulate(p, scenarios, results), audit, profiles, before, o.before)
 	fmt.Print(report)
 	if o.out != "" {
+		report = keepSections(o.out, report)
 		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
 			return err
 		}

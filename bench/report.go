@@ -357,3 +357,21 @@ func writeTable(w *strings.Builder, header []string, align string, rows [][]stri
 		fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
 	}
 }
+
+// keptHeading starts the part of the report file that this benchmark does
+// not produce (the dashboard's figures, from a Go benchmark): it is carried
+// over from the old file when the report is written again.
+const keptHeading = "\n## Usage dashboard"
+
+// keepSections returns report followed by the kept part of the file at
+// path, if it has one.
+func keepSections(path, report string) string {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return report
+	}
+	if i := strings.Index(string(old), keptHeading); i >= 0 {
+		return strings.TrimRight(report, "\n") + "\n" + string(old[i:])
+	}
+	return report
+}

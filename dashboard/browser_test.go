@@ -133,19 +133,21 @@ func (b *browser) noProblems(t *testing.T) {
 	b.problems = nil
 }
 
-// waitLoaded waits until the page finished the load numbered after prev (app.js counts its
-// loads in body's data-loaded) and returns its number.
+// waitLoaded waits until the page shows the last load it started, numbered after prev (app.js
+// numbers its loads: body's data-requested is the latest started, data-loaded the one shown),
+// and returns its number.
 func (b *browser) waitLoaded(t *testing.T, prev int) int {
 	t.Helper()
-	return run(t, b, chromedp.Poll[int](fmt.Sprintf(`Number(document.body.dataset.loaded || 0) > %d ? Number(document.body.dataset.loaded) : 0`, prev),
+	const loaded = `Number(document.body.dataset.loaded || 0)`
+	return run(t, b, chromedp.Poll[int](fmt.Sprintf(`%s > %d && %s === Number(document.body.dataset.requested) ? %s : 0`, loaded, prev, loaded, loaded),
 		chromedp.WithPollingInterval(50*time.Millisecond)))
 }
 
-// change sets a select's value and fires its change event, as picking an option does.
+// change sets a select's value, which fires its input and change events as picking an option
+// does.
 func (b *browser) change(t *testing.T, id, value string) {
 	t.Helper()
 	b.do(t, chromedp.SetValue(chromedp.CSS("#"+id), value))
-	run(t, b, chromedp.Evaluate[bool](`document.getElementById("`+id+`").dispatchEvent(new Event("change"))`))
 }
 
 // pageState is what the page shows, read from its DOM as text.

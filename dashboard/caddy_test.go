@@ -72,9 +72,15 @@ func startSite(t testing.TB, dbPath, dashOpts string) *site {
 		}
 		%s
 	}
+	handle_path /stats* {
+		basic_auth {
+			%s %s
+		}
+		%s
+	}
 	respond "site root" 200
 }
-`, port, testUser, hash, dash)
+`, port, testUser, hash, dash, testUser, hash, dash)
 	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		caddyMu.Unlock()
@@ -150,6 +156,14 @@ func TestServedUnderMountThroughCaddy(t *testing.T) {
 	res, _ := s.fetch(t, "/usage", true)
 	if res.StatusCode/100 != 3 || res.Header.Get("Location") != "/usage/" {
 		t.Errorf("/usage: %d to %q, want a redirect to /usage/", res.StatusCode, res.Header.Get("Location"))
+	}
+	// Mounted without a slash, the handler sends the bare mount point to its directory.
+	res, _ = s.fetch(t, "/stats?x=1", true)
+	if res.StatusCode != http.StatusPermanentRedirect || res.Header.Get("Location") != "/stats/?x=1" {
+		t.Errorf("/stats: %d to %q, want 308 to /stats/?x=1", res.StatusCode, res.Header.Get("Location"))
+	}
+	if res, _ := s.fetch(t, "/stats/api/summary", true); res.StatusCode != http.StatusOK {
+		t.Errorf("/stats/api/summary: %d", res.StatusCode)
 	}
 	res, page := s.fetch(t, "/usage/", true)
 	if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {

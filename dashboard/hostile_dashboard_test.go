@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -199,5 +200,25 @@ func TestLegacyAndSeveralFiles(t *testing.T) {
 	getJSON(t, h, "/api/summary", &s)
 	if len(s.Files) != 2 {
 		t.Errorf("files %v, want both nodes'", s.Files)
+	}
+}
+
+// TestQueryTimeout: a call whose database work outlasts query_timeout answers 503
+// query_timeout, and a method other than GET or HEAD 405.
+func TestQueryTimeout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "record.db")
+	writeRecords(t, path, genRecords(rand.New(rand.NewPCG(8, 14)), time.Now(), time.Hour, 10))
+	h := newTestHandler(t, path, time.Now())
+	h.QueryTimeout = 1 // nanosecond
+	code, body := get(t, h, "/api/summary")
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), `"query_timeout"`) {
+		t.Errorf("%d %s, want 503 query_timeout", code, body)
+	}
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/summary", nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "GET, HEAD" || !strings.Contains(rec.Body.String(), "invalid_request_error") {
+		t.Errorf("POST: %d %q %s", rec.Code, rec.Header().Get("Allow"), rec.Body)
 	}
 }

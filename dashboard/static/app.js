@@ -376,6 +376,7 @@
 
   function load() {
     var my = ++seq;
+    document.body.dataset.requested = String(my);
     writeHash();
     syncControls();
     $("status").textContent = "Loading…";
