@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"path/filepath"
@@ -129,7 +130,8 @@ func (h *Handler) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 			code: "invalid_parameter", message: pe.Error()})
 	case errors.As(err, &ae):
 		writeError(w, ae)
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sqlite3.INTERRUPT) && r.Context().Err() == nil:
+	case r.Context().Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sqlite3.INTERRUPT)):
+		// query_timeout, not the caller, ended the work.
 		writeError(w, &apiError{status: http.StatusServiceUnavailable, typ: errTypeServer, code: "query_timeout",
 			message: "the query took longer than query_timeout (" + time.Duration(h.QueryTimeout).String() + ")"})
 	case r.Context().Err() != nil:
@@ -484,63 +486,81 @@ func (h *Handler) call(ctx context.Context, r *http.Request, idText string) (any
 		return nil, err
 	}
 	defer release()
-	var out map[string]any
-	_, err = h.forEachFile(ctx, nil, func(rd *reader) error {
-		if rd.file.id != db || out != nil {
-			return nil
-		}
-		cols := make([]string, len(callColumns))
-		for i, c := range callColumns {
-			cols[i] = rd.col(c)
-		}
-		stmt, _, err := rd.conn.Prepare(`SELECT ` + strings.Join(cols, ", ") + ` FROM records WHERE rowid = ?1`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		if err := stmt.BindInt64(1, id); err != nil {
-			return err
-		}
-		if !stmt.Step() {
-			return stmt.Err()
-		}
-		out = map[string]any{"id": id, "db": db, "file": filepath.Base(rd.file.path)}
-		for i, c := range callColumns {
-			var v any
-			switch stmt.ColumnType(i) {
-			case sqlite3.INTEGER:
-				v = stmt.ColumnInt64(i)
-			case sqlite3.FLOAT:
-				v = stmt.ColumnFloat(i)
-			case sqlite3.TEXT, sqlite3.BLOB:
-				v = stmt.ColumnText(i)
-			}
-			name := jsonName(c)
-			switch c {
-			case "Time":
-				if s, ok := v.(string); ok {
-					v = isoTime(s)
-				}
-			case "Headers":
-				// Stored as a JSON object: pass it through as one.
-				if s, ok := v.(string); ok && json.Valid([]byte(s)) {
-					v = json.RawMessage(s)
-				}
-			case "Tool", "Multimodal", "Stream":
-				if n, ok := v.(int64); ok {
-					v = n != 0
-				}
-			}
-			out[name] = v
-		}
-		return nil
-	})
+	files, err := h.files()
 	if err != nil {
 		return nil, err
+	}
+	var out map[string]any
+	for _, f := range files {
+		if f.id != db {
+			continue
+		}
+		rd, err := openReader(ctx, f)
+		if err != nil {
+			if errors.Is(err, errNoRecords) || isCantOpen(err) {
+				break
+			}
+			return nil, fmt.Errorf("opening %s: %w", filepath.Base(f.path), err)
+		}
+		out, err = rd.call(id, db)
+		rd.close()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", filepath.Base(f.path), err)
+		}
+		break
 	}
 	if out == nil {
 		return nil, &apiError{status: http.StatusNotFound, typ: errTypeInvalidRequest, code: "not_found",
 			message: "no call " + idText + " in that database (an archive may have been rotated since: reload the list)"}
+	}
+	return out, nil
+}
+
+// call reads row id: every column, or nil if there is none.
+func (rd *reader) call(id int64, db string) (map[string]any, error) {
+	cols := make([]string, len(callColumns))
+	for i, c := range callColumns {
+		cols[i] = rd.col(c)
+	}
+	stmt, _, err := rd.conn.Prepare(`SELECT ` + strings.Join(cols, ", ") + ` FROM records WHERE rowid = ?1`)
+	if err != nil {
+		return nil, err
+	}
+	defer stmt.Close()
+	if err := stmt.BindInt64(1, id); err != nil {
+		return nil, err
+	}
+	if !stmt.Step() {
+		return nil, stmt.Err()
+	}
+	out := map[string]any{"id": id, "db": db, "file": filepath.Base(rd.file.path)}
+	for i, c := range callColumns {
+		var v any
+		switch stmt.ColumnType(i) {
+		case sqlite3.INTEGER:
+			v = stmt.ColumnInt64(i)
+		case sqlite3.FLOAT:
+			v = stmt.ColumnFloat(i)
+		case sqlite3.TEXT, sqlite3.BLOB:
+			v = stmt.ColumnText(i)
+		}
+		name := jsonName(c)
+		switch c {
+		case "Time":
+			if s, ok := v.(string); ok {
+				v = isoTime(s)
+			}
+		case "Headers":
+			// Stored as a JSON object: pass it through as one.
+			if s, ok := v.(string); ok && json.Valid([]byte(s)) {
+				v = json.RawMessage(s)
+			}
+		case "Tool", "Multimodal", "Stream":
+			if n, ok := v.(int64); ok {
+				v = n != 0
+			}
+		}
+		out[name] = v
 	}
 	return out, nil
 }

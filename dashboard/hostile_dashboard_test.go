@@ -222,3 +222,11 @@ func TestQueryTimeout(t *testing.T) {
 		t.Errorf("POST: %d %q %s", rec.Code, rec.Header().Get("Allow"), rec.Body)
 	}
 }
+
+// trimName keeps failure messages about a long value short.
+func trimName(s string) string {
+	if len(s) > 64 {
+		return strings.ToValidUTF8(s[:64], "") + "…"
+	}
+	return s
+}

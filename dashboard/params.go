@@ -3,7 +3,6 @@ package dashboard
 import (
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -294,12 +293,4 @@ func (p *params) describe() map[string]any {
 		m["status"] = strconv.FormatInt(p.class, 10) + "xx"
 	}
 	return m
-}
-
-// trimName keeps error messages about a value short.
-func trimName(s string) string {
-	if len(s) > 64 {
-		return strings.ToValidUTF8(s[:64], "") + "…"
-	}
-	return s
 }
