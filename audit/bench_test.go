@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -19,17 +20,19 @@ func BenchmarkWriterThroughput(b *testing.B) {
 	for _, bc := range []struct {
 		name      string
 		req, resp int
+		groups    int // distinct model, key and backend combinations: rollup rows per hour
 	}{
-		{"bodies=2KB+1KB", 2048, 1024},
-		{"bodies=none", 0, 0},
+		{"bodies=2KB+1KB", 2048, 1024, 1},
+		{"bodies=none", 0, 0, 1},
+		{"bodies=none,groups=120", 0, 0, 120},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			benchmarkWriter(b, bytes.Repeat([]byte("a"), bc.req), bytes.Repeat([]byte("b"), bc.resp))
+			benchmarkWriter(b, bytes.Repeat([]byte("a"), bc.req), bytes.Repeat([]byte("b"), bc.resp), bc.groups)
 		})
 	}
 }
 
-func benchmarkWriter(b *testing.B, req, resp []byte) {
+func benchmarkWriter(b *testing.B, req, resp []byte, groups int) {
 	cfg := writerConfig{
 		path:          b.TempDir() + "/record.db",
 		rotate:        true,
@@ -50,6 +53,14 @@ func benchmarkWriter(b *testing.B, req, resp []byte) {
 		"Accept":        {"application/json"},
 	}
 	now := time.Now()
+	// Names made up front: the producer allocates nothing per row.
+	models, keys, backends := make([]string, 10), make([]string, 6), []string{"primary", "secondary"}
+	for i := range models {
+		models[i] = "model-" + strconv.Itoa(i)
+	}
+	for i := range keys {
+		keys[i] = "key-" + strconv.Itoa(i)
+	}
 	b.ReportAllocs()
 	cpu0 := cpuTime(b)
 	b.ResetTimer()
@@ -61,6 +72,10 @@ func benchmarkWriter(b *testing.B, req, resp []byte) {
 			PromptTokens: 500, CompletionTokens: 200, TotalTokens: 700, Headers: hdr,
 			Request: req, Response: resp, Backend: "primary", Status: 200, LatencyMs: 120,
 			Endpoint: "/v1/chat/completions", RequestID: "req", Tried: "primary"}
+		if g := i % groups; groups > 1 {
+			r.Model, r.Key, r.Backend = models[g%len(models)], keys[g/len(models)%len(keys)], backends[g/len(models)/len(keys)%2]
+			r.LatencyMs = int64(50 + i%2000)
+		}
 		if w.QueueDepth() == w.QueueCapacity() {
 			if err := w.Sync(context.Background()); err != nil {
 				b.Fatal(err)

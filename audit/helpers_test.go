@@ -38,6 +38,8 @@ func testConfig(t *testing.T) writerConfig {
 		flushInterval: -1,
 		policy:        &policy{bodies: bodyPolicy{mode: BodiesFull}, redact: newRedactor(DefaultRedactHeaders)},
 		logger:        zaptest.NewLogger(t),
+		// Every batch: tests compare the rollup with the rows at once.
+		rollupInterval: -1,
 	}
 }
 

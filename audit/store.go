@@ -64,6 +64,11 @@ type store struct {
 	// file identifies the file opened (nil if it could not be read), so the
 	// writer notices when the path no longer leads to it.
 	file os.FileInfo
+	// rollup keeps rollup_hourly; nil if it could not be opened (rollupErr
+	// says why), in which case rows are still written and readers fall
+	// back to reading them.
+	rollup    *rollup
+	rollupErr error
 }
 
 // openStore opens (creating if needed) the database at path, switches it to
@@ -107,6 +112,8 @@ func (s *store) init() error {
 		return err
 	}
 	s.insert = stmt
+	// A rollup failure must not stop rows from being written.
+	s.rollup, s.rollupErr = openRollup(s.conn)
 	return nil
 }
 
@@ -169,6 +176,11 @@ func (s *store) close() error {
 	var errs []error
 	if s.insert != nil {
 		errs = append(errs, s.insert.Close())
+	}
+	if s.rollup != nil {
+		// Errors are not fatal: the next open sums the rows left over.
+		_ = s.rollup.flushIdle(true)
+		s.rollup.close()
 	}
 	mode, err := s.leaveWAL()
 	errs = append(errs, err, s.conn.Close())

@@ -36,6 +36,10 @@ type writerConfig struct {
 	rotated       func(archive string) // test hook, called after each rotation
 	reopened      func()               // test hook, called after checkFile reopened the path
 	closedConn    func()               // test hook, called between closing the connection and removing side files
+
+	// rollupInterval is how often the hourly rollup is written:
+	// 0 means DefaultRollupInterval, < 0 every batch.
+	rollupInterval time.Duration
 }
 
 // writerSettings are the tunables of writerConfig, comparable so that a
@@ -124,6 +128,7 @@ func openWriter(cfg writerConfig) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
+	prepareRollup(cfg, st)
 	month, err := st.newestMonth()
 	if err != nil {
 		st.close()
@@ -407,6 +412,7 @@ func (w *Writer) insertBatch(rows []item) (written, failed uint64) {
 		w.cfg.logger.Error("audit batch not written", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
 		return 0, n
 	}
+	w.rollupBegin()
 	var ok, bad uint64
 	for _, it := range rows {
 		if err := w.insertRow(it); err != nil {
@@ -416,19 +422,27 @@ func (w *Writer) insertBatch(rows []item) (written, failed uint64) {
 				// SQLite rolled the whole transaction back (e.g. disk full):
 				// the rows inserted before this one are gone too.
 				w.cfg.logger.Error("audit batch rolled back", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
+				w.rollupAbort()
 				return 0, n
 			}
 			continue
 		}
 		ok++
+		w.rollupRecord(it.rec)
+	}
+	if !w.rollupEnd() {
+		w.rollupAbort()
+		return 0, n
 	}
 	if err := conn.Exec(`COMMIT`); err != nil {
 		if !conn.GetAutocommit() {
 			err = errors.Join(err, conn.Exec(`ROLLBACK`))
 		}
 		w.cfg.logger.Error("audit batch not committed", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
+		w.rollupAbort()
 		return 0, n
 	}
+	w.rollupCommitted()
 	return ok, bad
 }
 
@@ -524,6 +538,7 @@ func (w *Writer) ensureOpen() bool {
 		w.cfg.logger.Error("audit database unavailable", zap.String("path", w.cfg.path), zap.Error(err))
 		return false
 	}
+	prepareRollup(w.cfg, st)
 	w.st = st
 	return true
 }
@@ -540,6 +555,7 @@ func (w *Writer) check() {
 		}
 	}()
 	w.checkFile()
+	w.rollupIdle()
 	w.checkRotation()
 }
 
@@ -590,6 +606,9 @@ func (w *Writer) discardStore() {
 		}
 	}()
 	_ = st.insert.Close()
+	if st.rollup != nil {
+		st.rollup.close()
+	}
 	_ = st.conn.Close()
 }
 

@@ -223,11 +223,7 @@ func run(o options) error {
 	fmt.Print(report)
 	if o.out != "" {
 		// Sections written by hand (micro-benchmarks the harness does not run) survive a rewrite.
-		if old, err := os.ReadFile(o.out); err == nil {
-			if i := strings.Index(string(old), handWritten); i >= 0 {
-				report += "\n" + string(old[i:])
-			}
-		}
+		report = keepSections(o.out, report)
 		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
 			return err
 		}

@@ -357,3 +357,28 @@ func writeTable(w *strings.Builder, header []string, align string, rows [][]stri
 		fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
 	}
 }
+
+// keptHeading starts the part of the report file that this benchmark does
+// not produce (the dashboard's figures, from a Go benchmark): it is carried
+// over from the old file when the report is written again.
+const keptHeading = "\n## Usage dashboard"
+
+// keepSections returns report followed by the kept part of the file at
+// path, if it has one: from the handWritten marker or keptHeading, whichever
+// comes first.
+func keepSections(path, report string) string {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return report
+	}
+	i := -1
+	for _, start := range []string{"\n" + handWritten, keptHeading} {
+		if j := strings.Index(string(old), start); j >= 0 && (i < 0 || j < i) {
+			i = j
+		}
+	}
+	if i < 0 {
+		return report
+	}
+	return strings.TrimRight(report, "\n") + "\n" + string(old[i:])
+}
