@@ -13,10 +13,10 @@ import (
 // TestExampleDashboard runs examples/Caddyfile: its usage dashboard answers only with the
 // documented demo credentials, and counts the call just made through the gateway.
 func TestExampleDashboard(t *testing.T) {
-	up := fake(t, "example")
+	upstream := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // the example serves its fake there
 	dir := t.TempDir()
 	t.Chdir(dir)
-	gw := startExample(t, filepath.Join("examples", "Caddyfile"), up.Addr(), dir)
+	gw := startExample(t, filepath.Join("examples", "Caddyfile"), upstream, dir)
 	if status, _, body := gw.chat("gpt-4o"); status != http.StatusOK {
 		t.Fatalf("chat: %d %s", status, body)
 	}
