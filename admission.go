@@ -291,7 +291,7 @@ func (c *call) settle() {
 	if c.res.CostUSD != nil {
 		usd = *c.res.CostUSD
 	}
-	c.h.counters.store.Settle(c.grant.key.Name, tokens, usd, c.h.counters.now())
+	c.h.counters.store.Settle(c.grant.key.Name, c.grant.dec.Ticket, tokens, usd, c.h.counters.now())
 }
 
 // price sets the call's cost from the handler's prices (nil when no price names the model).
