@@ -155,7 +155,8 @@ type RedisOptions struct {
 	// FailClosed refuses calls (Unavailable) while the store is unreachable; otherwise they
 	// are counted in the in-process fallback store.
 	FailClosed bool
-	// OnFailure is called for every store call that failed (to log and count it).
+	// OnFailure is called for every store call that failed or was skipped as the store is
+	// down (to log and count it).
 	OnFailure func(error)
 }
 
@@ -242,6 +243,9 @@ func micros(d time.Duration) int64 { return int64(d / time.Microsecond) }
 // run runs script s, unless the store failed less than storeRetry ago.
 func (r *Redis) run(s *redis.Script, keys []string, args ...any) (any, error) {
 	if until := r.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+		if r.opts.OnFailure != nil {
+			r.opts.OnFailure(errStoreDown)
+		}
 		return nil, errStoreDown
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.Timeout)
