@@ -133,8 +133,9 @@ func TestFleetSharedLimits(t *testing.T) {
 	for i := range nodes {
 		nodes[i] = startFleetNode(t, bin, site)
 	}
-	closedNode := startGateway(t, "", gatewaySite(fleetKeys(srv.URL(0), "closed"),
+	closedNode := startGateway(t, "", "\tmetrics /metrics\n"+gatewaySite(fleetKeys(srv.URL(0), "closed"),
 		clientBlock("fleet-up", up.URL(), "match keyword gpt")))
+	failuresBefore := seriesSum(closedNode.scrape(), "caddy_llm_gateway_key_store_failures_total", nil)
 
 	// rpm 9: exactly 9 of 15 round-robin calls.
 	if got := roundRobin(t, nodes, "sk-fleet-rpm9-0123456789", 15); got[http.StatusOK] != 9 || got[http.StatusTooManyRequests] != 6 {
@@ -199,6 +200,9 @@ func TestFleetSharedLimits(t *testing.T) {
 	}
 	if d > slowest+time.Second {
 		t.Fatalf("closed node, store down: the refusal took %v", d)
+	}
+	if got := seriesSum(closedNode.scrape(), "caddy_llm_gateway_key_store_failures_total", nil); got <= failuresBefore {
+		t.Errorf("key_store_failures_total %v after a refused call, %v before; want it counted", got, failuresBefore)
 	}
 
 	srv.Restart() // empty, as after a crash without persistence
