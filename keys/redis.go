@@ -270,15 +270,19 @@ func (r *Redis) Admit(name string, lim Limits, now time.Time) Decision {
 	ticket := r.node + "-" + strconv.FormatUint(r.seq.Add(1), 36)
 	v, err := r.run(admitScript, ks[:], now.UnixMicro(), micros(Window), lim.RPM, lim.TPM, lim.Concurrency,
 		lim.BudgetTokens, strconv.FormatFloat(lim.BudgetUSD, 'f', -1, 64), ticket, micros(Lease), int64(monthTTL/time.Second))
+	a, ok := v.([]any)
+	if err == nil && (!ok || len(a) != 8) {
+		// Not our script's answer (another server on the port, a proxy): a failure like any other.
+		err = fmt.Errorf("key store: unexpected admission reply %T", v)
+		if r.opts.OnFailure != nil {
+			r.opts.OnFailure(err)
+		}
+	}
 	if err != nil {
 		if r.opts.FailClosed {
 			return Decision{Verdict: Unavailable}
 		}
 		return r.local.Admit(name, lim, now)
-	}
-	a, ok := v.([]any)
-	if !ok || len(a) != 8 {
-		return Decision{Verdict: Unavailable}
 	}
 	n := make([]int64, 8)
 	for i := range a {
