@@ -213,3 +213,55 @@ func TestFleetSharedLimits(t *testing.T) {
 		t.Fatalf("rpm 9 after the store came back: %v; want 9 admitted, 6 refused", got)
 	}
 }
+
+// clientIDs lists the ids of the connections redis-server has open.
+func clientIDs(t *testing.T, srv *redistest.Server) map[string]bool {
+	t.Helper()
+	list, err := srv.Do("CLIENT", "LIST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make(map[string]bool)
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		for _, f := range strings.Fields(line) {
+			if id, ok := strings.CutPrefix(f, "id="); ok {
+				ids[id] = true
+			}
+		}
+	}
+	return ids
+}
+
+// TestFleetStorePoolSurvivesReload: a reload keeps the store's connection pool (the gateway's
+// connection to Redis stays the same one) and the counters in it.
+func TestFleetStorePoolSurvivesReload(t *testing.T) {
+	srv := redistest.Start(t)
+	up := fake(t, "fleet-reload")
+	site := gatewaySite(fleetKeys(srv.URL(0), ""), clientBlock("fleet-reload", up.URL(), "match keyword gpt"))
+	gw := startGateway(t, "", site)
+	for i := 0; i < 5; i++ {
+		if code, _, body := fleetCall(t, gw.URL, "sk-fleet-rpm9-0123456789", "gpt-4o"); code != http.StatusOK {
+			t.Fatalf("call %d: %d %s", i, code, body)
+		}
+	}
+	before := clientIDs(t, srv)
+	gw.reload("", site, true)
+	for i := 0; i < 4; i++ {
+		if code, _, body := fleetCall(t, gw.URL, "sk-fleet-rpm9-0123456789", "gpt-4o"); code != http.StatusOK {
+			t.Fatalf("call %d after the reload: %d %s", 5+i, code, body)
+		}
+	}
+	if code, _, _ := fleetCall(t, gw.URL, "sk-fleet-rpm9-0123456789", "gpt-4o"); code != http.StatusTooManyRequests {
+		t.Fatalf("10th call: %d; want 429 (the window survived the reload)", code)
+	}
+	after := clientIDs(t, srv)
+	for id := range after {
+		if !before[id] {
+			// The one connection of srv.Do is new each time; any other is a new pool.
+			delete(after, id)
+		}
+	}
+	if len(after) == 0 {
+		t.Fatalf("no connection of the gateway survived the reload: before %v", before)
+	}
+}
