@@ -2,11 +2,13 @@ package llmgateway
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -23,6 +25,9 @@ const (
 	errCodeInvalidAPIKey     = "invalid_api_key"
 	errCodeModelNotAllowed   = "model_not_allowed"
 	errCodeRateLimitExceeded = "rate_limit_exceeded"
+	// errCodeKeyStoreUnavailable: the shared counters (SPEC §14) are unreachable and the
+	// store's failure mode is closed.
+	errCodeKeyStoreUnavailable = "key_store_unavailable"
 )
 
 // keyCountersID names the process-wide counters of gateway keys in keyCountersPool.
@@ -41,13 +46,58 @@ type keyCounters struct {
 	// seeded is done once the month-to-date totals were read from the audit database, which
 	// happens once per process (the counters outlive reloads).
 	seeded sync.Once
+
+	closer io.Closer // the Redis client of a shared store; nil for in-process counters
 }
 
-// Destruct implements caddy.Destructor.
-func (*keyCounters) Destruct() error { return nil }
+// Destruct implements caddy.Destructor: the last config using a shared store closes its
+// connection pool.
+func (kc *keyCounters) Destruct() error {
+	if kc.closer != nil {
+		return kc.closer.Close()
+	}
+	return nil
+}
 
 func newKeyCounters() (caddy.Destructor, error) {
 	return &keyCounters{store: keys.NewMemory(), now: time.Now}, nil
+}
+
+// storeFailureLogEvery is how often an unreachable key store is logged (each failure is
+// counted in the key_store_failures_total metric).
+const storeFailureLogEvery = time.Minute
+
+// newRedisCounters returns the constructor of the counters kept in the Redis store at url. Its
+// connection pool lives as long as some config uses the same store (URL and failure mode), so
+// a reload keeps the pool, its connections and the fallback counters.
+func newRedisCounters(url string, failClosed bool) func() (caddy.Destructor, error) {
+	return func() (caddy.Destructor, error) {
+		client, err := keys.NewRedisClient(url, keys.DefaultStoreTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("llm_gateway: keys: %w", err)
+		}
+		logger := caddy.Log().Named("llm_gateway.keys")
+		mode := "served and counted on this node"
+		if failClosed {
+			mode = "refused (store_failure closed)"
+		}
+		var lastLog atomic.Int64
+		store := keys.NewRedis(client, keys.RedisOptions{
+			FailClosed: failClosed,
+			OnFailure: func(err error) {
+				keyStoreFailures.Inc()
+				now := time.Now().UnixNano()
+				if last := lastLog.Load(); now-last >= int64(storeFailureLogEvery) && lastLog.CompareAndSwap(last, now) {
+					logger.Error("key store unreachable; calls are "+mode+" until it answers again (logged once a minute)", zap.String("store", client.Options().Addr), zap.Error(err))
+				}
+			},
+		})
+		if err := store.Load(); err != nil {
+			// Not fatal: the gateway starts and serves by its failure mode until the store answers.
+			logger.Warn("key store not reachable at start; using it once it answers", zap.String("store", client.Options().Addr), zap.Error(err))
+		}
+		return &keyCounters{store: store, now: time.Now, closer: client}, nil
+	}
 }
 
 // grant is what admission hands forward: the caller's key and what the store decided of the
@@ -73,11 +123,21 @@ func (h *Handler) provisionKeys() error {
 	if err != nil {
 		return err
 	}
-	v, _, err := keyCountersPool.LoadOrNew(keyCountersID, newKeyCounters)
+	id, ctor := keyCountersID, newKeyCounters
+	if kc.Store != "" {
+		url := caddy.NewReplacer().ReplaceKnown(kc.Store, "")
+		if _, err := keys.ParseRedisURL(url); err != nil {
+			return fmt.Errorf("llm_gateway: keys: %w", err)
+		}
+		closed := kc.StoreFailure == keys.StoreFailureClosed
+		id = keyCountersID + "|" + kc.StoreFailure + "|" + url
+		ctor = newRedisCounters(url, closed)
+	}
+	v, _, err := keyCountersPool.LoadOrNew(id, ctor)
 	if err != nil {
 		return err
 	}
-	h.counters, h.countersHeld = v.(*keyCounters), true
+	h.counters, h.countersHeld, h.countersID = v.(*keyCounters), true, id
 	h.keySet.Store(set)
 	h.counters.seeded.Do(h.seedMonthTotals)
 	if kc.File != "" {
@@ -95,7 +155,7 @@ func (h *Handler) releaseKeys() {
 	}
 	if h.countersHeld {
 		h.countersHeld = false
-		_, _ = keyCountersPool.Delete(keyCountersID)
+		_, _ = keyCountersPool.Delete(h.countersID)
 	}
 }
 
@@ -215,6 +275,9 @@ func (h *Handler) admit(set *keys.Set, req *apiRequest) (grant, *apiError) {
 	case keys.Admitted:
 		g.admitted = true
 		return g, nil
+	case keys.Unavailable:
+		return g, &apiError{status: http.StatusServiceUnavailable, typ: errTypeUpstream, code: errCodeKeyStoreUnavailable,
+			message: "the gateway's key store is unreachable and store_failure is closed; try again shortly"}
 	case keys.OverBudget:
 		return g, &apiError{status: http.StatusTooManyRequests, typ: errTypeInsufficientQuota, code: errTypeInsufficientQuota,
 			message: "gateway key `" + e.Name + "` has spent its " + g.dec.Dimension.String() + "; it is refused until the next month"}
@@ -291,7 +354,7 @@ func (c *call) settle() {
 	if c.res.CostUSD != nil {
 		usd = *c.res.CostUSD
 	}
-	c.h.counters.store.Settle(c.grant.key.Name, tokens, usd, c.h.counters.now())
+	c.h.counters.store.Settle(c.grant.key.Name, c.grant.dec.Ticket, tokens, usd, c.h.counters.now())
 }
 
 // price sets the call's cost from the handler's prices (nil when no price names the model).

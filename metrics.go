@@ -100,6 +100,12 @@ var (
 		Help:      "API calls being served, by endpoint.",
 	}, []string{"endpoint"})
 
+	keyStoreFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "key_store_failures_total",
+		Help:      "Calls to the shared key store (Redis) that failed or were skipped while it was unreachable; store_failure decides what the API call got.",
+	})
+
 	breakerStateDesc = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "", "breaker_state"),
 		"Circuit breaker state of each client: 0 closed, 1 half_open, 2 open.", []string{"client"}, nil)
 	auditQueueDepthDesc = prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "", "audit_queue_depth"),
@@ -139,7 +145,7 @@ func registerMetrics(ctx caddy.Context, h *Handler) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{requestsTotal, requestDuration, ttftSeconds, tokensTotal, failoversTotal, inFlight} {
+	for _, c := range []prometheus.Collector{requestsTotal, requestDuration, ttftSeconds, tokensTotal, failoversTotal, inFlight, keyStoreFailures} {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}

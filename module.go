@@ -69,6 +69,7 @@ type Handler struct {
 	keySet       atomic.Pointer[keys.Set]
 	counters     *keyCounters // kept after Cleanup: calls still in flight settle into it
 	countersHeld bool         // the handler holds a reference to counters
+	countersID   string       // the counters' name in keyCountersPool
 	keysWatcher  *yamlWatcher
 
 	// gen is the routing state built from Config (and the YAML file). It is replaced as a whole

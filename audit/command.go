@@ -18,7 +18,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "llm-audit",
-		Usage: "[--db <path>] [--by model|backend|ip|day|key] [--since <date>] [--until <date>] [--json]",
+		Usage: "[--db <path|glob>]... [--by model|backend|ip|day|key] [--since <date>] [--until <date>] [--json]",
 		Short: "Summarises LLM gateway usage from the audit database",
 		Long: `
 Sums requests, prompt/completion/total tokens and errors (status >= 400) from
@@ -28,7 +28,9 @@ column (from the gateway's prices) when grouped by key or when any row has a
 cost.
 
 --db defaults like the llm_audit app's path: $RECD_PATH without "sqlite:",
-else ./logs/record.db. --since and --until take local dates (YYYY-MM-DD) and
+else ./logs/record.db. It may be given several times and may be a glob
+('logs/node-*.db', quoted for the shell), to report several gateway nodes'
+databases as one: the report is the sum over the files, each counted once. --since and --until take local dates (YYYY-MM-DD) and
 are inclusive. --json prints the summary as JSON instead of a table.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			addFlags(cmd)
@@ -40,7 +42,7 @@ are inclusive. --json prints the summary as JSON instead of a table.`,
 }
 
 func addFlags(cmd *cobra.Command) {
-	cmd.Flags().String("db", "", "Audit database path (default: $RECD_PATH, else "+DefaultPath+")")
+	cmd.Flags().StringArray("db", nil, "Audit database path or glob; repeatable (default: $RECD_PATH, else "+DefaultPath+")")
 	cmd.Flags().String("by", ByModel, "Group by model, backend, ip, day or key")
 	cmd.Flags().String("since", "", "First day to include (YYYY-MM-DD, local time)")
 	cmd.Flags().String("until", "", "Last day to include (YYYY-MM-DD, local time)")
@@ -51,12 +53,14 @@ const dateLayout = "2006-01-02"
 
 // runLLMAudit is the llm-audit command, printing to out.
 func runLLMAudit(fl caddycmd.Flags, out io.Writer) (int, error) {
-	path := fl.String("db")
-	if path == "" {
-		path = pathFromEnv(os.Getenv(envPath))
+	paths, err := fl.GetStringArray("db")
+	if err != nil {
+		return exitFailure, err
+	}
+	if len(paths) == 0 {
+		paths = []string{pathFromEnv(os.Getenv(envPath))}
 	}
 	opt := SummaryOptions{By: fl.String("by")}
-	var err error
 	if s := fl.String("since"); s != "" {
 		if opt.Since, err = time.ParseInLocation(dateLayout, s, time.Local); err != nil {
 			return exitFailure, fmt.Errorf("--since: %w", err)
@@ -69,12 +73,9 @@ func runLLMAudit(fl caddycmd.Flags, out io.Writer) (int, error) {
 		}
 		opt.Until = day.AddDate(0, 0, 1) // inclusive day: up to the next midnight
 	}
-	files, err := DatabaseFiles(path)
+	files, err := DatabaseFilesOf(paths)
 	if err != nil {
 		return exitFailure, err
-	}
-	if len(files) == 0 {
-		return exitFailure, fmt.Errorf("no audit database at %s", path)
 	}
 	sum, err := Summarize(files, opt)
 	if err != nil {

@@ -137,6 +137,46 @@ func DatabaseFiles(path string) ([]string, error) {
 	return files, nil
 }
 
+// DatabaseFilesOf returns the files of several audit databases (several nodes' files, SPEC §14):
+// each pattern is a database path or a glob (filepath.Match syntax) of database paths, and each
+// database brings its archives (see DatabaseFiles). A file matched more than once (a glob that
+// also matches archives) is listed once; SQLite's -wal, -shm and -journal files are skipped. A
+// pattern that matches no database is an error, so a typo is not a silently smaller report.
+func DatabaseFilesOf(patterns []string) ([]string, error) {
+	var files []string
+	seen := make(map[string]bool)
+	for _, pat := range patterns {
+		paths := []string{pat}
+		if strings.ContainsAny(pat, "*?[") {
+			var err error
+			if paths, err = filepath.Glob(pat); err != nil {
+				return nil, fmt.Errorf("--db %q: %w", pat, err)
+			}
+		}
+		n := 0
+		for _, p := range paths {
+			if strings.HasSuffix(p, "-wal") || strings.HasSuffix(p, "-shm") || strings.HasSuffix(p, "-journal") {
+				continue
+			}
+			fs, err := DatabaseFiles(p)
+			if err != nil {
+				return nil, err
+			}
+			for _, f := range fs {
+				if c := filepath.Clean(f); !seen[c] {
+					seen[c] = true
+					files = append(files, f)
+				}
+				n++
+			}
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("no audit database at %s", pat)
+		}
+	}
+	return files, nil
+}
+
 // isArchiveSuffix matches "YYYYMM" and "YYYYMM_<unix>".
 func isArchiveSuffix(s string) bool {
 	month, unix, hasUnix := strings.Cut(s, "_")

@@ -72,6 +72,8 @@ import (
 //		}
 //		keys {                                # gateway keys (SPEC §12); without it the gateway is open
 //			file <path>                         # YAML keys file (`keys:` list), watched like config
+//			store redis://[user:pw@]host:port/db  # shared counters for several nodes (§14); rediss:// for TLS
+//			store_failure open|closed           # store unreachable: serve counting per node (default), or 503
 //			key <name> {                        # repeatable; names unique across the file and here
 //				secret      <key>                 # e.g. {env.TEAM_A_KEY}; or:
 //				hash        sha256:<64 hex>       # the key's SHA-256 (caddy llm-keys hash)

@@ -28,6 +28,27 @@ func unmarshalKeys(d *caddyfile.Dispenser, kc *keys.Config) error {
 				return err
 			}
 			kc.File = v
+		case "store":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			// A placeholder ({env.REDIS_URL}) is checked once expanded, at provision.
+			if !strings.Contains(v, "{") {
+				if _, err := keys.ParseRedisURL(v); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+			kc.Store = v
+		case "store_failure":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			if v != keys.StoreFailureOpen && v != keys.StoreFailureClosed {
+				return d.Errf("store_failure: want open or closed, got %q", v)
+			}
+			kc.StoreFailure = v
 		case "key":
 			k, err := unmarshalKey(d)
 			if err != nil {

@@ -63,11 +63,32 @@ func TestUnmarshalGatewayKeys(t *testing.T) {
 	}
 }
 
+// TestUnmarshalGatewayKeysStore: the store and its failure mode (SPEC §14).
+func TestUnmarshalGatewayKeysStore(t *testing.T) {
+	for _, tc := range []struct{ in, store, mode string }{
+		{"store redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0", ""},
+		{"store rediss://gw:{env.REDIS_PW}@redis.internal:6380/2\n store_failure closed", "rediss://gw:{env.REDIS_PW}@redis.internal:6380/2", "closed"},
+		{"store {env.REDIS_URL}\n store_failure open", "{env.REDIS_URL}", "open"},
+	} {
+		var cfg router.Config
+		if err := gwcaddyfile.UnmarshalGateway(caddyfile.NewTestDispenser(gw("keys {\n "+tc.in+"\n key a {\n secret x\n }\n }")), &cfg); err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if cfg.Keys.Store != tc.store || cfg.Keys.StoreFailure != tc.mode {
+			t.Errorf("%s: store %q, store_failure %q", tc.in, cfg.Keys.Store, cfg.Keys.StoreFailure)
+		}
+	}
+}
+
 func TestUnmarshalGatewayKeysErrors(t *testing.T) {
 	key := func(body string) string { return gw("keys {\n key team-a {\n" + body + "\n }\n }") }
 	for _, tc := range []struct{ name, input, want string }{
 		{"keys argument", gw("keys on"), "wrong argument count"},
 		{"keys unknown option", gw("keys {\n vault x\n }"), `unrecognized keys option "vault"`},
+		{"store scheme", gw("keys {\n store http://h:1/0\n }"), "store: want redis://"},
+		{"store malformed", gw("keys {\n store redis://u:hunter2@h:1/x\n }"), "store: malformed redis URL"},
+		{"store no argument", gw("keys {\n store\n }"), "wrong argument count"},
+		{"store_failure value", gw("keys {\n store_failure maybe\n }"), `store_failure: want open or closed, got "maybe"`},
 		{"key without name", gw("keys {\n key\n }"), "key needs a name"},
 		{"key without secret", key("rpm 5"), "key team-a: secret or hash is required"},
 		{"secret and hash", key("secret x\n hash sha256:" + strings.Repeat("0", 64)), "key team-a: give secret or hash, not both"},

@@ -22,7 +22,23 @@ type Config struct {
 
 	// Keys are the inline keys. Names are unique across these and the file's.
 	Keys []*Key `json:"keys,omitempty"`
+
+	// Store is the URL of a Redis (or Valkey) server that keeps the rate windows, open calls
+	// and month totals, so that several gateways share them (SPEC §14):
+	// redis://[user:password@]host:port/db, or rediss:// for TLS; placeholders such as
+	// {env.REDIS_URL} are expanded at provision. Default: none, the counters are in-process.
+	Store string `json:"store,omitempty"`
+
+	// StoreFailure is what calls get while the store is unreachable: "open" (default) serves
+	// them, counted in-process on each node; "closed" answers 503.
+	StoreFailure string `json:"store_failure,omitempty"`
 }
+
+// Store failure modes.
+const (
+	StoreFailureOpen   = "open"
+	StoreFailureClosed = "closed"
+)
 
 // Key is one gateway key as configured.
 type Key struct {

@@ -208,8 +208,8 @@ func TestMemoryTPM(t *testing.T) {
 	if d := m.Admit("k", lim, t0); d.Verdict != Admitted || d.Tokens.Remaining != 100 {
 		t.Fatalf("%+v", d)
 	}
-	m.Settle("k", 60, 0, t0.Add(time.Second))
-	m.Settle("k", 50, 0, t0.Add(5*time.Second))
+	m.Settle("k", "", 60, 0, t0.Add(time.Second))
+	m.Settle("k", "", 50, 0, t0.Add(5*time.Second))
 	// 110 settled: refused until the 60 leave at 61s (50 < 100 afterwards).
 	d := m.Admit("k", lim, t0.Add(10*time.Second))
 	if d.Verdict != RateLimited || d.Dimension != DimTokens || d.RetryAfter != 51*time.Second || d.Tokens.Remaining != 0 {
@@ -231,12 +231,12 @@ func TestMemoryConcurrencyAndBudget(t *testing.T) {
 	if d := m.Admit("k", lim, t0); d.Verdict != RateLimited || d.Dimension != DimConcurrency || d.RetryAfter != time.Second {
 		t.Fatalf("third open call: %+v", d)
 	}
-	m.Settle("k", 600, 0.5, t0)
+	m.Settle("k", "", 600, 0.5, t0)
 	if d := m.Admit("k", lim, t0); d.Verdict != Admitted {
 		t.Fatalf("after a release: %+v", d)
 	}
-	m.Settle("k", 400, 0.5, t0)
-	m.Settle("k", 0, 0, t0)
+	m.Settle("k", "", 400, 0.5, t0)
+	m.Settle("k", "", 0, 0, t0)
 	if got := m.MonthTotals("k", t0); got.Tokens != 1000 || got.USD != 1 {
 		t.Fatalf("totals %+v", got)
 	}
@@ -277,7 +277,7 @@ func TestMemoryHammer(t *testing.T) {
 					now := start.Add(time.Duration((tick.Add(1) - 1) * step))
 					if d := m.Admit("k", lim, now); d.Verdict == Admitted {
 						admitted.Add(1)
-						m.Settle("k", 1, 0, now)
+						m.Settle("k", "", 1, 0, now)
 					}
 				}
 			}()
@@ -377,7 +377,7 @@ func BenchmarkAdmit(b *testing.B) {
 			b.Fatal(d)
 		}
 		usd, _ := s.Cost("gpt-4o-mini", 100, 20)
-		m.Settle(e.Name, 120, usd, now)
+		m.Settle(e.Name, "", 120, usd, now)
 	}
 }
 
@@ -391,6 +391,6 @@ func BenchmarkSteadyTPM(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		now = now.Add(time.Millisecond)
 		m.Admit("k", lim, now)
-		m.Settle("k", 100, 0, now)
+		m.Settle("k", "", 100, 0, now)
 	}
 }

@@ -24,6 +24,7 @@ const (
 	Admitted    Verdict = iota
 	RateLimited         // rpm, tpm or concurrency: retry after RetryAfter
 	OverBudget          // the monthly budget is spent: until the next month
+	Unavailable         // a shared store is unreachable and its failure mode is closed
 )
 
 // Dimension names the limit a refusal is for.
@@ -68,7 +69,14 @@ type Decision struct {
 	RetryAfter time.Duration // RateLimited: whole seconds, at least one
 	Requests   Quota
 	Tokens     Quota
+	// Ticket identifies an admitted call to the store that admitted it; Settle hands it back.
+	// The in-process store leaves it empty.
+	Ticket Ticket
 }
+
+// Ticket identifies an admitted call in a shared store, so that its settlement releases exactly
+// its own concurrency slot, and on the store that counted it.
+type Ticket string
 
 // Totals are a key's month-to-date usage.
 type Totals struct {
@@ -84,8 +92,8 @@ type Store interface {
 	// counts against rpm and concurrency from now on. A refused call counts against nothing.
 	Admit(name string, lim Limits, now time.Time) Decision
 	// Settle records the tokens and cost of an admitted call that ended at now and releases its
-	// concurrency slot.
-	Settle(name string, tokens int64, usd float64, now time.Time)
+	// concurrency slot; t is the ticket of the call's Decision.
+	Settle(name string, t Ticket, tokens int64, usd float64, now time.Time)
 	// MonthTotals is key name's usage in the calendar month (local time) of now.
 	MonthTotals(name string, now time.Time) Totals
 	// AddMonth adds usage recorded elsewhere (the audit database read at start) to key name's
@@ -241,7 +249,7 @@ func retryAfter(ns int64) time.Duration {
 }
 
 // Settle implements Store.
-func (m *Memory) Settle(name string, tokens int64, usd float64, now time.Time) {
+func (m *Memory) Settle(name string, _ Ticket, tokens int64, usd float64, now time.Time) {
 	s := m.state(name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
