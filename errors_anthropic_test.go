@@ -98,3 +98,44 @@ func TestMessagesErrorsAreAnthropicShaped(t *testing.T) {
 	}
 	checkError(t, body, "invalid_request_error", "model_not_found")
 }
+
+// TestKeyErrorsAreAnthropicShapedOnMessages checks the gateway-key refusals on /v1/messages:
+// the statuses of the OpenAI endpoints, in Anthropic's shape (what the Anthropic SDKs send the
+// key as: x-api-key).
+func TestKeyErrorsAreAnthropicShapedOnMessages(t *testing.T) {
+	up := fake(t, "alpha")
+	gw := startGateway(t, "", gatewaySite(keysBlock(
+		keyBlock("team", "secret sk-team-0123456789abcdef", "models claude-haiku*", "rpm 1")),
+		clientBlock("alpha", up.URL(), "match keyword claude")))
+	msg := func(model string) string {
+		return `{"model":"` + model + `","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`
+	}
+	for _, tc := range []struct {
+		name, key, model string
+		status           int
+		typ              string
+	}{
+		{"no key", "", "claude-haiku-4", 401, "authentication_error"},
+		{"unknown key", "sk-nobody-0123456789abcdef", "claude-haiku-4", 401, "authentication_error"},
+		{"model not allowed", "sk-team-0123456789abcdef", "claude-opus-4", 403, "permission_error"},
+		{"admitted", "sk-team-0123456789abcdef", "claude-haiku-4", 200, ""},
+		{"rate limited", "sk-team-0123456789abcdef", "claude-haiku-4", 429, "rate_limit_error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			header := []string{"anthropic-version", "2023-06-01"}
+			if tc.key != "" {
+				header = append(header, "x-api-key", tc.key)
+			}
+			status, h, body := gw.post("/v1/messages", "application/json", msg(tc.model), header...)
+			if status != tc.status {
+				t.Fatalf("status = %d, want %d: %s", status, tc.status, body)
+			}
+			if tc.typ != "" {
+				checkAnthropicError(t, h, body, tc.typ)
+			}
+		})
+	}
+	if n := up.Requests(); n != 1 {
+		t.Errorf("upstream saw %d requests, want only the admitted one", n)
+	}
+}
