@@ -56,7 +56,7 @@ type Aggregate struct {
 
 	// chat, completions
 	top     []member // id, created, model, system_fingerprint
-	usage   []byte  // the last non-null usage value
+	usage   []byte   // the last non-null usage value
 	choices []aggChoice
 
 	// responses
@@ -91,9 +91,9 @@ type aggTool struct {
 type aggBlock struct {
 	index    int
 	fields   []member // content_block members but text and thinking
-	text     []byte  // escaped inside
-	thinking []byte  // escaped inside
-	json     []byte  // partial_json concatenated, escaped inside
+	text     []byte   // escaped inside
+	thinking []byte   // escaped inside
+	json     []byte   // partial_json concatenated, escaped inside
 	hasText  bool
 	hasThink bool
 }
