@@ -121,11 +121,17 @@ func (a *Aggregate) charge(n int) bool {
 	return true
 }
 
-// cat appends src to dst if the limit allows.
+// cat appends src to dst, or as much of it as the limit allows: the text an object is cut in
+// then fills the stored body up to the limit.
 func (a *Aggregate) cat(dst, src []byte) []byte {
-	if len(src) == 0 || !a.charge(len(src)) {
-		return dst
+	if a.limit > 0 {
+		if room := a.limit - a.used; room < len(src) {
+			room = max(room, 0)
+			a.dropped += int64(len(src) - room)
+			src = src[:room]
+		}
 	}
+	a.used += len(src)
 	return append(dst, src...)
 }
 
@@ -178,8 +184,12 @@ func atoiIndex(v []byte) int {
 
 // Add takes one event of the stream: its name (nil if none) and its data, as the caller
 // received them. Pings, comments and [DONE] are not events of the object; the caller need
-// not pass them (they are ignored).
+// not pass them (they are ignored). A nil Aggregate ignores every event, so that a caller not
+// keeping the object need not test for it.
 func (a *Aggregate) Add(name, data []byte) {
+	if a == nil {
+		return
+	}
 	switch a.kind {
 	case AggregateChat, AggregateCompletion:
 		a.addChunk(data)
