@@ -180,10 +180,11 @@ func Capped(b []byte, total int64, limit int) []byte {
 	if total <= int64(len(b)) && (limit <= 0 || len(b) <= limit) {
 		return b
 	}
+	total = max(total, int64(len(b)))
 	if limit > 0 && len(b) > limit {
 		b = cutUTF8(b, limit)
 	}
-	return AppendTruncated(trimPartialRune(b), max(total, int64(len(b))))
+	return AppendTruncated(trimPartialRune(b), total)
 }
 
 // BodyBuffer collects a body for the audit log as it is produced, keeping
