@@ -259,10 +259,28 @@ func (a *Aggregate) choice(i int) *aggChoice {
 }
 
 func (a *Aggregate) addChoice(b []byte) {
-	// The index first: it may come after the delta.
+	// One walk for the members: the index may come after the delta.
+	obj, err := jsonspan.NewObject(b, 0, jsonspan.Loose)
+	if err != nil {
+		return
+	}
+	var index, finish, text, delta []byte
+	for obj.Next() {
+		v := obj.Val.In(b)
+		switch string(obj.RawKey(b)) {
+		case "index":
+			index = v
+		case "finish_reason":
+			finish = v
+		case "text":
+			text = v
+		case "delta":
+			delta = v
+		}
+	}
 	idx := 0
-	if m, ok := jsonspan.FindMember(b, 0, "index"); ok {
-		if idx = atoiIndex(m.Val.In(b)); idx < 0 {
+	if index != nil {
+		if idx = atoiIndex(index); idx < 0 {
 			return
 		}
 	}
@@ -270,26 +288,14 @@ func (a *Aggregate) addChoice(b []byte) {
 	if c == nil {
 		return
 	}
-	obj, err := jsonspan.NewObject(b, 0, jsonspan.Loose)
-	if err != nil {
-		return
+	if len(finish) > 0 && finish[0] == '"' {
+		c.finish = a.set(c.finish, finish)
 	}
-	for obj.Next() {
-		v := obj.Val.In(b)
-		switch string(obj.RawKey(b)) {
-		case "finish_reason":
-			if len(v) > 0 && v[0] == '"' {
-				c.finish = a.set(c.finish, v)
-			}
-		case "text":
-			if s, ok := strInside(v); ok && a.kind == AggregateCompletion {
-				c.text = a.cat(c.text, s)
-			}
-		case "delta":
-			if a.kind == AggregateChat {
-				a.addDelta(c, v)
-			}
-		}
+	if s, ok := strInside(text); ok && a.kind == AggregateCompletion {
+		c.text = a.cat(c.text, s)
+	}
+	if delta != nil && a.kind == AggregateChat {
+		a.addDelta(c, delta)
 	}
 }
 
