@@ -123,7 +123,7 @@ type settingsJSON struct {
 	AfterDone  int               `json:"after_done"`
 	Linger     bool              `json:"linger"`
 	Headers    map[string]string `json:"headers"`
-	ToolCalls  []ToolCall        `json:"tool_calls"`
+	ToolCalls  []ToolCall        `json:"tool_calls,omitempty"`
 }
 
 // MarshalJSON encodes the settings with durations as Go duration strings.
