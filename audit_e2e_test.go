@@ -240,16 +240,16 @@ func TestAuditMixedCalls(t *testing.T) {
 		stream, ttft                    bool
 		minLatency                      time.Duration
 		errPart                         string // "" means the Error column must be empty
-		respPart                        string // part of the body the caller received
+		respPart                        string // part of the body the caller received (a stream's: its response object, SPEC §8)
 	}{
 		{"chat", "chat.completions", "/v1/chat/completions", "json-model", "au-json", 200, p, c, p + c, false, false, upDelay, "", "hello from au-json"},
 		{"completion", "text_completion", "/v1/completions", "json-model", "au-json", 200, p, c, p + c, false, false, upDelay, "", "hello from au-json"},
 		{"embedding", "embeddings", "/v1/embeddings", "json-model", "au-json", 200, p, 0, p, false, false, upDelay, "", `"embedding":[`},
 		{"down", "chat.completions", "/v1/chat/completions", "down-model", "au-down1,au-down2", 503, 0, 0, 0, false, false, 2 * upDelay, "503", "status 503"},
 		{"down-stream", "chat.completions", "/v1/chat/completions", "down-model", "au-down1,au-down2", 503, 0, 0, 0, true, false, 2 * upDelay, "503", "status 503"},
-		{"stream", "chat.completions", "/v1/chat/completions", "stream-model", "au-stream", 200, p, 4, p + 4, true, true, upDelay, "", "data: [DONE]"},
+		{"stream", "chat.completions", "/v1/chat/completions", "stream-model", "au-stream", 200, p, 4, p + 4, true, true, upDelay, "", `"message":{"role":"assistant","content":"hello from au-stream"},"finish_reason":"stop"`},
 		{"stream-usage", "chat.completions", "/v1/chat/completions", "stream-model", "au-stream", 200, p, 4, p + 4, true, true, upDelay, "", `"completion_tokens":4`},
-		{"completion-stream", "text_completion", "/v1/completions", "stream-model", "au-stream", 200, p, 4, p + 4, true, true, upDelay, "", "data: [DONE]"},
+		{"completion-stream", "text_completion", "/v1/completions", "stream-model", "au-stream", 200, p, 4, p + 4, true, true, upDelay, "", `"text":"hello from au-stream","finish_reason":"stop"`},
 		// Cut before the upstream reported usage: no tokens are known.
 		{"cancelled", "chat.completions", "/v1/chat/completions", "slow-model", "au-slow", 499, 0, 0, 0, true, true, upDelay, "caller closed", `"role":"assistant"`},
 	} {
@@ -686,8 +686,8 @@ func TestAuditShutdownWritesPartialRows(t *testing.T) {
 			t.Errorf("stream %s cut by the shutdown has no row", reqID)
 		case !r.Stream || r.Status != http.StatusOK || r.Backend != "sd-up" || r.TTFTMs == nil:
 			t.Errorf("%s: Stream %v Status %d Backend %q TTFTMs %v, want a committed stream from sd-up", reqID, r.Stream, r.Status, r.Backend, r.TTFTMs)
-		case r.Error == "" || r.Response == nil || !strings.Contains(*r.Response, `"role":"assistant"`) || !strings.Contains(*r.Response, "upstream_error"):
-			t.Errorf("%s: Error %q Response %v, want the cut noted and the transcript kept, up to the error chunk the caller got", reqID, r.Error, r.Response)
+		case r.Error == "" || r.Response == nil || !strings.Contains(*r.Response, `"object":"chat.completion"`) || !strings.Contains(*r.Response, `"role":"assistant"`):
+			t.Errorf("%s: Error %q Response %v, want the cut noted and the response object as aggregated up to the cut", reqID, r.Error, r.Response)
 		}
 	}
 	if len(rows) != streams {

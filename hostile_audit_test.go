@@ -195,9 +195,18 @@ func TestHostileAuditHugeBodiesCapped(t *testing.T) {
 		if total := checkCapped(t, id+" Request", row[0], audit.DefaultMaxBodySize); total < promptSize {
 			t.Errorf("%s: the Request marker reports %d bytes, want at least the %d-byte prompt", id, total, promptSize)
 		}
-		// The Response column holds what the caller received: its marker reports every byte.
-		if total := checkCapped(t, id+" Response", row[1], audit.DefaultMaxBodySize); total != n {
+		// The Response column holds what the caller received: its marker reports every byte. For
+		// the stream that is the chat.completion it amounts to (SPEC §8): the whole content,
+		// without the chunks' framing.
+		total := checkCapped(t, id+" Response", row[1], audit.DefaultMaxBodySize)
+		switch {
+		case id != "stream" && total != n:
 			t.Errorf("%s: the Response marker reports %d bytes, the caller received %d", id, total, n)
+		case id == "stream" && (total < streamEvents*eventContent || total >= n):
+			t.Errorf("%s: the Response marker reports %d bytes, want the %d bytes of content and some, less than the %d-byte transcript",
+				id, total, streamEvents*eventContent, n)
+		case id == "stream" && !strings.HasPrefix(row[1], `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"sss`):
+			t.Errorf("%s: Response starts %q, want the chat.completion object", id, row[1][:min(len(row[1]), 200)])
 		}
 	}
 	if len(rows) != len(received) {

@@ -37,8 +37,15 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 	d.w.WriteHeader(resp.StatusCode)
 
 	out := &relay{w: d.w, upstream: resp.Body, rc: http.NewResponseController(d.w), unflushed: true}
+	// The audit log keeps the response object the stream amounts to (SPEC §8), built as the
+	// events pass; only the generic passthrough keeps its transcript.
+	var agg *sse.Aggregate
 	if d.keepBodies {
-		out.transcript = audit.NewBodyBuffer(d.auditMax)
+		if k, ok := req.ep.aggregateKind(); ok {
+			agg = sse.NewAggregate(k, d.auditMax)
+		} else {
+			out.transcript = audit.NewBodyBuffer(d.auditMax)
+		}
 	}
 	if cancel != nil {
 		out.cancel, out.idle = cancel, g.idleTimeout
@@ -46,7 +53,11 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 	defer func() {
 		out.stopClock()
 		out.release()
-		if out.transcript != nil {
+		switch {
+		case agg != nil:
+			obj := agg.AppendJSON(nil)
+			ans.response = audit.Capped(obj, int64(len(obj))+agg.Dropped(), d.auditMax)
+		case out.transcript != nil:
 			ans.response = out.transcript.Bytes()
 		}
 	}()
@@ -118,9 +129,13 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 				ans.ttft = time.Since(req.start)
 			}
 			ans.usage = sse.EventUsage(ans.usage, ev.Name, ev.Data)
+			if agg != nil {
+				agg.Add(ev.Name, ev.Data)
+			}
 			out.buf = sse.AppendEvent(out.grab(), ev.Name, ev.Data)
 		case sse.IsDone(ev.Data):
 			if flush := tr.Flush(); flush != nil {
+				agg.Add(nil, flush)
 				out.buf = sse.AppendEvent(out.grab(), nil, flush)
 			}
 			out.buf = append(out.grab(), sse.DoneEvent...)
@@ -128,8 +143,11 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 		default:
 			data, forward := tr.Transform(ev.Data)
 			if !forward {
+				// The usage-only chunk the gateway asked for: the object's usage comes from it.
+				agg.Add(ev.Name, ev.Data)
 				continue
 			}
+			agg.Add(ev.Name, data)
 			if ans.ttft == 0 && tr.FirstContent() {
 				ans.ttft = time.Since(req.start)
 			}
@@ -143,6 +161,7 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 	}
 	if chunked && !sawDone {
 		if flush := tr.Flush(); flush != nil {
+			agg.Add(nil, flush)
 			out.buf = sse.AppendEvent(out.grab(), nil, flush)
 		}
 		out.buf = append(out.grab(), sse.DoneEvent...)
@@ -320,6 +339,22 @@ func (r *relay) release() {
 
 // commentPing replaces upstream ping events: SSE clients ignore comments.
 var commentPing = []byte("ping")
+
+// aggregateKind is the audit object the endpoint's streams are rebuilt into; ok is false for
+// the generic passthrough, whose streams the audit log keeps as their transcript.
+func (e endpoint) aggregateKind() (sse.AggregateKind, bool) {
+	switch e {
+	case epChat:
+		return sse.AggregateChat, true
+	case epCompletions:
+		return sse.AggregateCompletion, true
+	case epResponses:
+		return sse.AggregateResponses, true
+	case epMessages:
+		return sse.AggregateMessages, true
+	}
+	return 0, false
+}
 
 // protocol is the stream protocol of the endpoint's answers.
 func (e endpoint) protocol() sse.Protocol {

@@ -122,7 +122,8 @@ type App struct {
 	// body (bodies full or truncate). A longer body keeps its first
 	// MaxBodySize bytes, cut on a UTF-8 boundary, followed by the marker
 	// "…[truncated: <size> bytes total]"; a stream stops collecting its
-	// transcript there and only counts the rest. Default: 1 MiB; at most
+	// response object (or, on the generic passthrough, its transcript)
+	// there and only counts the rest. Default: 1 MiB; at most
 	// MaxBodySizeLimit (16 MiB).
 	MaxBodySize int `json:"max_body_size,omitempty"`
 

@@ -57,8 +57,10 @@ type Record struct {
 	// max_body_size it is cut at Enqueue and ends with the truncation
 	// marker (see AppendTruncated).
 	Request []byte
-	// Response is the body the client received (the transcript for
-	// streams, collected with a BodyBuffer). The bodies setting and
+	// Response is the body the client received; for a stream of chat,
+	// completions, responses or messages, the one response object it
+	// amounts to (SPEC §8; see sse.Aggregate and Capped), for other streams
+	// the transcript (collected with a BodyBuffer). The bodies setting and
 	// max_body_size apply as for Request.
 	Response []byte
 
@@ -167,6 +169,22 @@ func AppendTruncated(dst []byte, total int64) []byte {
 	dst = append(dst, truncatedMarkerPrefix...)
 	dst = strconv.AppendInt(dst, total, 10)
 	return append(dst, truncatedMarkerSuffix...)
+}
+
+// Capped returns a body as it is stored when b holds its first bytes and the whole of it is
+// total bytes long: b itself when that is all of it and within limit (or limit <= 0), else b
+// cut to limit on a UTF-8 boundary and followed by the truncation marker with total. A stream's
+// audit object (sse.Aggregate) is built within the limit and stored through it. It may append
+// to b in place.
+func Capped(b []byte, total int64, limit int) []byte {
+	if total <= int64(len(b)) && (limit <= 0 || len(b) <= limit) {
+		return b
+	}
+	total = max(total, int64(len(b)))
+	if limit > 0 && len(b) > limit {
+		b = cutUTF8(b, limit)
+	}
+	return AppendTruncated(trimPartialRune(b), total)
 }
 
 // BodyBuffer collects a body for the audit log as it is produced, keeping

@@ -116,3 +116,26 @@ func TestBodyPolicy(t *testing.T) {
 		})
 	}
 }
+
+func TestCapped(t *testing.T) {
+	tests := []struct {
+		name  string
+		b     string
+		total int64
+		limit int
+		want  string
+	}{
+		{"whole, within", "abc", 3, 5, "abc"},
+		{"whole, no limit", "abcdef", 6, 0, "abcdef"},
+		{"whole, over", "abcdef", 6, 4, "abcd…[truncated: 6 bytes total]"},
+		{"part, within", "abc", 10, 5, "abc…[truncated: 10 bytes total]"},
+		{"part, over", "abcdef", 10, 4, "abcd…[truncated: 10 bytes total]"},
+		{"rune not split", "ab€", 5, 3, "ab…[truncated: 5 bytes total]"},
+		{"total below kept", "abcdef", 2, 4, "abcd…[truncated: 6 bytes total]"},
+	}
+	for _, tc := range tests {
+		if got := string(Capped([]byte(tc.b), tc.total, tc.limit)); got != tc.want {
+			t.Errorf("%s: Capped(%q, %d, %d) = %q, want %q", tc.name, tc.b, tc.total, tc.limit, got, tc.want)
+		}
+	}
+}

@@ -21,12 +21,13 @@ const (
 	targetReverseProxy
 	targetGateway
 	targetGatewayAudit
-	targetAuditWriter // the audit package's writer, run in this process
+	targetGatewayAuditNone // llm_audit with bodies none
+	targetAuditWriter      // the audit package's writer, run in this process
 	numTargets
 )
 
 var targetNames = [numTargets]string{
-	"direct (fake upstream)", "reverse_proxy", "llm_gateway", "llm_gateway + audit", "audit writer (in-process)",
+	"direct (fake upstream)", "reverse_proxy", "llm_gateway", "llm_gateway + audit", "llm_gateway + audit (bodies none)", "audit writer (in-process)",
 }
 
 // target is one endpoint under load.
@@ -67,7 +68,10 @@ type scenario struct {
 	fake    string // fake upstream settings
 	targets []targetID
 	kind    scenarioKind
-	run     func(*target) (measurement, error)
+	// auditCost marks a saturated phase run with audit off, bodies full and bodies none: its
+	// checks are the audit's CPU overhead (SPEC §11).
+	auditCost bool
+	run       func(*target) (measurement, error)
 }
 
 type scenarioKind int
@@ -89,6 +93,8 @@ type bench struct {
 	fake     fakeControl
 	targets  [numTargets]*target
 	auditDB  string
+	// auditNoneDB is the database of the bodies-none target, whose rows are not counted.
+	auditNoneDB string
 	// auditSent counts the answers the audit target gave, each of which
 	// must become one row.
 	auditSent int64
@@ -109,9 +115,10 @@ type bench struct {
 func newBench(dir, caddyBin, fakeBin string, p plan) (*bench, error) {
 	b := &bench{
 		dir: dir, caddyBin: caddyBin, plan: p,
-		auditDB:    filepath.Join(dir, "audit", "record.db"),
-		body:       chatBody(2048, false),
-		streamBody: chatBody(2048, true),
+		auditDB:     filepath.Join(dir, "audit", "record.db"),
+		auditNoneDB: filepath.Join(dir, "audit-none", "record.db"),
+		body:        chatBody(2048, false),
+		streamBody:  chatBody(2048, true),
 	}
 	port, err := freePort()
 	if err != nil {
@@ -132,6 +139,7 @@ func newBench(dir, caddyBin, fakeBin string, p plan) (*bench, error) {
 	b.targets[targetAuditWriter] = &target{id: targetAuditWriter}
 	for id, kind := range map[targetID]proxyKind{
 		targetReverseProxy: kindReverseProxy, targetGateway: kindGateway, targetGatewayAudit: kindGatewayAudit,
+		targetGatewayAuditNone: kindGatewayAuditNone,
 	} {
 		t, err := b.startProxy(id, kind, "")
 		if err != nil {
@@ -153,7 +161,11 @@ func newBench(dir, caddyBin, fakeBin string, p plan) (*bench, error) {
 // processes of the open-streams phase.
 func (b *bench) startProxy(id targetID, kind proxyKind, suffix string) (*target, error) {
 	name := strings.NewReplacer(" ", "", "+", "-", "_", "-").Replace(targetNames[id]) + suffix
-	p, port, admin, err := startCaddy(b.dir, name, b.caddyBin, kind, b.fakePort, b.auditDB)
+	db := b.auditDB
+	if kind == kindGatewayAuditNone {
+		db = b.auditNoneDB
+	}
+	p, port, admin, err := startCaddy(b.dir, name, b.caddyBin, kind, b.fakePort, db)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +190,7 @@ func (b *bench) close() {
 func (b *bench) scenarios() []scenario {
 	p := b.plan
 	all := []targetID{targetDirect, targetReverseProxy, targetGateway, targetGatewayAudit}
+	auditCost := []targetID{targetGateway, targetGatewayAudit, targetGatewayAuditNone}
 	return []scenario{
 		{
 			name: "non-stream 2 KB, c=1", fake: fakeSteady, targets: all, kind: kindRequests,
@@ -208,6 +221,22 @@ func (b *bench) scenarios() []scenario {
 			name: fmt.Sprintf("non-stream %d req/s, audit off/on", p.rate), fake: fakeSteady,
 			targets: []targetID{targetGateway, targetGatewayAudit}, kind: kindRequests,
 			run: b.rateLimited,
+		},
+		// The audit's cost where it shows: saturated, every call's row and bodies on the CPU that
+		// serves the calls (the fixed-rate phase above leaves the CPU idle part of the time).
+		{
+			name: "audit saturated: non-stream 2 KB, c=32", fake: fakeSteady, targets: auditCost, kind: kindRequests, auditCost: true,
+			run: func(t *target) (measurement, error) {
+				return b.measure(t, 32, func() sample { return closedLoop(t.client, t.url, b.body, false, 0, 32, p.c32For) })
+			},
+		},
+		{
+			name: fmt.Sprintf("audit saturated: stream 64 chunks, c=%d", p.streamConc), fake: fakeSteady, targets: auditCost, kind: kindStreams, auditCost: true,
+			run: func(t *target) (measurement, error) {
+				return b.measure(t, p.streamConc, func() sample {
+					return closedLoop(t.client, t.url, b.streamBody, true, 64, p.streamConc, p.streamFor)
+				})
+			},
 		},
 		{
 			name: "audit writer sustained rows/s, bodies 2 KB + 1 KB", fake: fakeSteady,

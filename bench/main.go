@@ -21,7 +21,14 @@
 //   - 2,000 req/s open-loop non-stream load, audit on and off, with the
 //     audit rows counted against the requests sent;
 //   - the audit writer's sustained rows/s with 2 KB + 1 KB bodies, the
-//     llm_audit app run in this process and fed as fast as it commits.
+//     llm_audit app run in this process and fed as fast as it commits;
+//   - the audit's cost at saturation: non-stream c=32 and streams c=16 at
+//     llm_gateway with audit off, with bodies full and with bodies none (a
+//     fourth Caddy process).
+//
+// -only runs the phases whose name contains its text, e.g.
+//
+//	go run ./bench -only "audit saturated"
 //
 // Every phase runs once per target per round, targets interleaved (and
 // rotated between rounds), and every figure is the median over rounds. The
@@ -45,6 +52,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -62,6 +70,7 @@ type options struct {
 	rate     int
 	pprof    bool
 	keep     bool
+	only     string
 }
 
 // plan is the size and length of every phase, derived from the options.
@@ -103,6 +112,7 @@ func main() {
 	flag.IntVar(&o.streams, "streams", 5000, "concurrent open streams in the open-streams phase")
 	flag.IntVar(&o.rate, "rate", 2000, "request rate of the audit phase, per second")
 	flag.BoolVar(&o.pprof, "pprof", false, "report the top functions of CPU profiles of reverse_proxy and llm_gateway under non-stream and streaming load (taken after the rounds), and of a heap profile of llm_gateway with all streams open")
+	flag.StringVar(&o.only, "only", "", "run only the phases whose name contains this text, e.g. \"audit saturated\"")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs, audit database, profiles)")
 	flag.Parse()
 	// Importing the audit package brings in Caddy, which sends the standard
@@ -164,6 +174,12 @@ func run(o options) error {
 	}
 
 	scenarios := b.scenarios()
+	if o.only != "" {
+		scenarios = slices.DeleteFunc(scenarios, func(s scenario) bool { return !strings.Contains(s.name, o.only) })
+		if len(scenarios) == 0 {
+			return fmt.Errorf("-only %q matches no phase", o.only)
+		}
+	}
 	results := make([][][]measurement, len(scenarios))
 	for i, s := range scenarios {
 		results[i] = make([][]measurement, len(s.targets))

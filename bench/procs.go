@@ -218,6 +218,7 @@ const (
 	kindReverseProxy proxyKind = iota
 	kindGateway
 	kindGatewayAudit
+	kindGatewayAuditNone // llm_audit storing no bodies
 )
 
 // caddyfile renders the config of a proxy on port, in front of the fake on
@@ -231,8 +232,11 @@ func caddyfile(kind proxyKind, port, adminPort, fakePort int, auditDB string) st
 	default:
 		handler = fmt.Sprintf("llm_gateway {\n\t\tclient fake {\n\t\t\tbase_url http://127.0.0.1:%d/v1\n\t\t\tmatch keyword gpt\n\t\t}\n\t}", fakePort)
 	}
-	if kind == kindGatewayAudit {
+	switch kind {
+	case kindGatewayAudit:
 		audit = fmt.Sprintf("\tllm_audit {\n\t\tpath %s\n\t\tbodies full\n\t\trotate off\n\t}\n", auditDB)
+	case kindGatewayAuditNone:
+		audit = fmt.Sprintf("\tllm_audit {\n\t\tpath %s\n\t\tbodies none\n\t\trotate off\n\t}\n", auditDB)
 	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d

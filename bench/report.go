@@ -213,6 +213,11 @@ func tabulate(p plan, scenarios []scenario, results [][][]measurement) report {
 	for i, s := range scenarios {
 		gw, rp := fig(i, targetGateway), fig(i, targetReverseProxy)
 		switch {
+		case s.auditCost:
+			r := ratio(fig(i, targetGatewayAudit).cpuPer, gw.cpuPer)
+			check("CPU/call gateway + audit (bodies full) ÷ gateway, "+s.name, r, 2, "≤ 1.15", r.v <= 1.15)
+			r = ratio(fig(i, targetGatewayAuditNone).cpuPer, gw.cpuPer)
+			check("CPU/call gateway + audit (bodies none) ÷ gateway, "+s.name, r, 2, "≤ 1.05", r.v <= 1.05)
 		case s.kind == kindRequests && slices.Contains(s.targets, targetReverseProxy):
 			r := ratio(gw.cpuPer, rp.cpuPer)
 			check("CPU/request gateway ÷ reverse_proxy, "+s.name, r, 2, "≤ 0.80", r.v <= 0.8)
@@ -323,9 +328,11 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
 
 	fmt.Fprintf(w, "\n%s How it is measured\n", h)
 	fmt.Fprintf(w, `
-- Processes: one fake upstream (`+"`cmd/fakeupstream`"+`) and three Caddy processes of the same binary
+- Processes: one fake upstream (`+"`cmd/fakeupstream`"+`) and four Caddy processes of the same binary
   (`+"`cmd/caddy`"+`): `+"`reverse_proxy`"+` with `+"`flush_interval -1`"+`, `+"`llm_gateway`"+`, and `+"`llm_gateway`"+`
-  with the `+"`llm_audit`"+` app (bodies stored in full, rotation off). No access logs; admin on its
+  with the `+"`llm_audit`"+` app (bodies stored in full, rotation off), and with it storing no bodies
+  (`+"`bodies none`"+`, only in the "audit saturated" phases, which repeat non-stream c=32 and streams
+  at the three gateway targets to give the audit's CPU overhead where the CPU is saturated). No access logs; admin on its
   own loopback port. CPU is read from `+"`/proc/<pid>/stat`"+` (utime+stime, 10 ms ticks) before a
   phase and %v after it, so deferred work such as audit commits is charged too.
 - Load: a Go client in the benchmark process, keep-alive, loopback only. Non-stream: a 2 KB chat

@@ -1,7 +1,9 @@
 // Package sse reads and writes server-sent events and applies the
 // gateway's response transforms (SPEC §6) to OpenAI-style chat and
 // completion responses: the special_prefix, thinking-format normalisation,
-// and usage and finish-reason capture for the audit log.
+// and usage and finish-reason capture for the audit log; and it rebuilds
+// the response object a stream amounts to, which the audit log stores
+// (Aggregate).
 //
 // It is pure: it works on io.Reader and byte slices and knows nothing of
 // HTTP handlers or Caddy. A streaming proxy uses it like this:

@@ -166,7 +166,7 @@ func (x *exchange) chatStream(req *apiRequest) {
 			b = append(b, `"content":`...)
 		}
 		b = append(b, pc.text...)
-		if i == last {
+		if i == last && len(p.toolDeltas) == 0 {
 			b = append(b, `},"logprobs":null,"finish_reason":"stop"}]`...)
 		} else {
 			b = append(b, `},"logprobs":null,"finish_reason":null}]`...)
@@ -179,7 +179,22 @@ func (x *exchange) chatStream(req *apiRequest) {
 			return
 		}
 	}
-	if includeUsage && !x.emit(x.appendUsageChunk(b[:head], len(p.chatPieces))) {
+	for j, d := range p.toolDeltas {
+		b = append(append(b[:head], `{"index":0,"delta":`...), d...)
+		if j == len(p.toolDeltas)-1 {
+			b = append(b, `,"logprobs":null,"finish_reason":"tool_calls"}]`...)
+		} else {
+			b = append(b, `,"logprobs":null,"finish_reason":null}]`...)
+		}
+		if includeUsage {
+			b = append(b, `,"usage":null`...)
+		}
+		b = append(b, "}\n\n"...)
+		if !x.chunk(len(p.chatPieces)+j, b) {
+			return
+		}
+	}
+	if includeUsage && !x.emit(x.appendUsageChunk(b[:head], len(p.chatPieces)+len(p.toolDeltas))) {
 		return
 	}
 	x.endStream(true)

@@ -85,6 +85,17 @@ type Settings struct {
 	Linger bool
 	// Headers are added to every API answer, e.g. Retry-After or x-request-id.
 	Headers map[string]string
+	// ToolCalls are called by chat streams after the content, as OpenAI streams them: per
+	// call one chunk with its index, id ("call_<i>"), type and name and empty arguments, then
+	// its arguments in two chunks; the last chunk's finish_reason is "tool_calls". Each
+	// counts as a chunk (ChunkDelay, BreakAfter, usage).
+	ToolCalls []ToolCall
+}
+
+// ToolCall is one function call of a chat stream.
+type ToolCall struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
 }
 
 // Usage holds token counts to report instead of the defaults.
@@ -112,6 +123,7 @@ type settingsJSON struct {
 	AfterDone  int               `json:"after_done"`
 	Linger     bool              `json:"linger"`
 	Headers    map[string]string `json:"headers"`
+	ToolCalls  []ToolCall        `json:"tool_calls,omitempty"`
 }
 
 // MarshalJSON encodes the settings with durations as Go duration strings.
@@ -140,6 +152,7 @@ func (s *Settings) UnmarshalJSON(b []byte) error {
 		Usage: w.Usage, Models: w.Models, BreakAfter: w.BreakAfter,
 		Hangup: w.Hangup, NoDone: w.NoDone, Pings: w.Pings, Headers: w.Headers,
 		LargeEvent: w.LargeEvent, AfterDone: w.AfterDone, Linger: w.Linger,
+		ToolCalls: w.ToolCalls,
 	}
 	return nil
 }
@@ -153,6 +166,7 @@ func (s *Settings) wire() settingsJSON {
 		Models: c.Models, BreakAfter: c.BreakAfter, Hangup: c.Hangup,
 		NoDone: c.NoDone, Pings: c.Pings, Headers: c.Headers,
 		LargeEvent: c.LargeEvent, AfterDone: c.AfterDone, Linger: c.Linger,
+		ToolCalls: c.ToolCalls,
 	}
 }
 
@@ -173,6 +187,7 @@ func (s *Settings) clone() Settings {
 	c := *s
 	c.Models = slices.Clone(s.Models)
 	c.Headers = maps.Clone(s.Headers)
+	c.ToolCalls = slices.Clone(s.ToolCalls)
 	return c
 }
 
@@ -189,6 +204,7 @@ type plan struct {
 	reasoning   []byte   // quoted reasoning_content; nil when not sent
 	pieces      [][]byte // quoted content pieces of a stream
 	chatPieces  []piece  // chat stream deltas, reasoning first
+	toolDeltas  [][]byte // chat stream deltas calling ToolCalls, after chatPieces
 
 	openAIError    []byte
 	anthropicError []byte
@@ -252,6 +268,18 @@ func compile(name string, s Settings) *plan {
 		}
 		for _, t := range p.pieces {
 			p.chatPieces = append(p.chatPieces, piece{text: t})
+		}
+	}
+
+	for i, tc := range s.ToolCalls {
+		idx := strconv.Itoa(i)
+		d := []byte(`{"tool_calls":[{"index":` + idx + `,"id":"call_` + idx + `","type":"function","function":{"name":`)
+		d = append(appendQuoted(d, tc.Name), `,"arguments":""}}]}`...)
+		p.toolDeltas = append(p.toolDeltas, d)
+		half := len(tc.Arguments) / 2
+		for _, part := range []string{tc.Arguments[:half], tc.Arguments[half:]} {
+			d := []byte(`{"tool_calls":[{"index":` + idx + `,"function":{"arguments":`)
+			p.toolDeltas = append(p.toolDeltas, append(appendQuoted(d, part), "}}]}"...))
 		}
 	}
 

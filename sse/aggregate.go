@@ -1,0 +1,859 @@
+package sse
+
+import (
+	"bytes"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/jsonspan"
+)
+
+// AggregateKind is the API whose stream an Aggregate rebuilds.
+type AggregateKind uint8
+
+const (
+	// AggregateChat rebuilds a chat.completion from chat.completion.chunk events.
+	AggregateChat AggregateKind = iota + 1
+	// AggregateCompletion rebuilds a text_completion from its chunks.
+	AggregateCompletion
+	// AggregateResponses keeps the Responses API's final response object.
+	AggregateResponses
+	// AggregateMessages rebuilds an Anthropic Message from its events.
+	AggregateMessages
+)
+
+// Aggregate builds, event by event, the one response object a stream amounts to: what the
+// audit log stores of a stream (SPEC §8) instead of its transcript. It keeps only what the
+// object needs, never the events:
+//
+//   - chat: id, created, model and system_fingerprint as first seen; per choice index the
+//     message (role, default "assistant"; content, refusal, reasoning and reasoning_content
+//     concatenated; tool_calls merged by index, id, type and function.name taking the last
+//     value, function.arguments concatenated) and the last finish_reason; the last non-null
+//     usage;
+//   - completions: the same, with each choice's text concatenated;
+//   - responses: the response object of response.completed (or response.failed or
+//     response.incomplete); a stream cut before one keeps the last response object seen
+//     (response.created, response.in_progress) with the output text that arrived as its
+//     output, or a placeholder like the origin's when none came;
+//   - messages: message_start's message, the content blocks of content_block_start with their
+//     deltas applied (text, thinking and partial_json appended, signature replaced), the
+//     stop_reason and stop_sequence of message_delta, and usage merged member by member, so
+//     the input_tokens of message_start survive the message_delta usage (the origin replaced
+//     usage wholesale and lost them). Nothing after message_stop counts.
+//
+// String values are kept as their JSON text, escapes as written: the concatenation of the
+// insides of JSON strings is the inside of a valid JSON string, so nothing is decoded or
+// re-encoded. Events that do not parse are skipped. Everything kept counts against a byte
+// limit (the audit's max_body_size); what would pass it is only counted (Dropped), and the
+// object is then stored cut, with the truncation marker.
+//
+// An Aggregate is not safe for concurrent use.
+type Aggregate struct {
+	kind    AggregateKind
+	limit   int   // bytes kept at most; <= 0: no limit
+	used    int   // bytes kept
+	dropped int64 // bytes not kept for the limit
+	stopped bool  // messages: message_stop was seen
+
+	// chat, completions
+	top     []member // id, created, model, system_fingerprint
+	usage   []byte   // the last non-null usage value
+	choices []aggChoice
+
+	// responses
+	resp  []byte // the last response object
+	final bool   // resp is from a terminal event
+	text  []byte // output_text deltas (escaped), for a stream cut before its end
+
+	// messages
+	msg      []member // message_start's message members but content and usage, then message_delta's
+	msgUsage []member
+	blocks   []aggBlock
+}
+
+// member is one member of an object as written: the key without its quotes and the raw value.
+type member struct{ key, val []byte }
+
+type aggChoice struct {
+	index                               int
+	role, finish                        []byte // raw JSON values
+	content, refusal, reasoning, reason []byte // escaped string insides; reason is reasoning_content
+	text                                []byte // completions
+	tools                               []aggTool
+}
+
+type aggTool struct {
+	index          int
+	id, typ, name  []byte // raw JSON values
+	args           []byte // escaped string inside
+	hasID, hasName bool
+}
+
+type aggBlock struct {
+	index    int
+	fields   []member // content_block members but text and thinking
+	text     []byte   // escaped inside
+	thinking []byte   // escaped inside
+	json     []byte   // partial_json concatenated, escaped inside
+	hasText  bool
+	hasThink bool
+}
+
+// Per-entry charges: a new choice, tool call, block or member costs this much of the limit on
+// top of its bytes, so that an upstream cannot grow the object with empty entries.
+const aggEntryCost = 32
+
+// NewAggregate returns an Aggregate of kind keeping at most limit bytes (no limit if limit <= 0).
+func NewAggregate(kind AggregateKind, limit int) *Aggregate {
+	return &Aggregate{kind: kind, limit: limit}
+}
+
+// Dropped returns how many bytes were left out for the limit: when it is not zero, the
+// object is incomplete and the full one would have been about that much longer.
+func (a *Aggregate) Dropped() int64 { return a.dropped }
+
+// charge reports whether n more bytes may be kept, and counts them as kept or dropped.
+func (a *Aggregate) charge(n int) bool {
+	if a.limit > 0 && a.used+n > a.limit {
+		a.dropped += int64(n)
+		return false
+	}
+	a.used += n
+	return true
+}
+
+// cat appends src to dst, or as much of it as the limit allows: the text an object is cut in
+// then fills the stored body up to the limit.
+func (a *Aggregate) cat(dst, src []byte) []byte {
+	if a.limit > 0 {
+		if room := a.limit - a.used; room < len(src) {
+			room = max(room, 0)
+			a.dropped += int64(len(src) - room)
+			src = src[:room]
+		}
+	}
+	a.used += len(src)
+	return append(dst, src...)
+}
+
+// set replaces dst with src if the limit allows; only the growth is charged.
+func (a *Aggregate) set(dst, src []byte) []byte {
+	if d := len(src) - len(dst); d > 0 && !a.charge(d) {
+		return dst
+	} else if d < 0 {
+		a.used += d
+	}
+	return append(dst[:0], src...)
+}
+
+// setField sets the member key of fs to val, adding it if absent.
+func (a *Aggregate) setField(fs []member, key, val []byte) []member {
+	for i := range fs {
+		if bytes.Equal(fs[i].key, key) {
+			fs[i].val = a.set(fs[i].val, val)
+			return fs
+		}
+	}
+	if !a.charge(aggEntryCost + len(key) + len(val)) {
+		return fs
+	}
+	return append(fs, member{key: bytes.Clone(key), val: bytes.Clone(val)})
+}
+
+// strInside returns the inside of the JSON string v, or ok false if v is not a string.
+func strInside(v []byte) (inside []byte, ok bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return nil, false
+	}
+	return v[1 : len(v)-1], true
+}
+
+// atoiIndex reads a small non-negative JSON integer; anything else is -1.
+func atoiIndex(v []byte) int {
+	if len(v) == 0 || len(v) > 9 {
+		return -1
+	}
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// Add takes one event of the stream: its name (nil if none) and its data, as the caller
+// received them. Pings, comments and [DONE] are not events of the object; the caller need
+// not pass them (they are ignored). A nil Aggregate ignores every event, so that a caller not
+// keeping the object need not test for it.
+func (a *Aggregate) Add(name, data []byte) {
+	if a == nil {
+		return
+	}
+	switch a.kind {
+	case AggregateChat, AggregateCompletion:
+		a.addChunk(data)
+	case AggregateResponses:
+		a.addResponseEvent(data)
+	case AggregateMessages:
+		a.addMessageEvent(data)
+	}
+}
+
+func (a *Aggregate) addChunk(data []byte) {
+	obj, err := jsonspan.NewObject(data, 0, jsonspan.Loose)
+	if err != nil {
+		return
+	}
+	for obj.Next() {
+		k, v := obj.RawKey(data), obj.Val.In(data)
+		switch string(k) {
+		case "id", "created", "model", "system_fingerprint":
+			if !hasField(a.top, k) && len(v) > 0 && v[0] != 'n' {
+				a.top = a.setField(a.top, k, v)
+			}
+		case "usage":
+			if len(v) > 0 && v[0] == '{' {
+				a.usage = a.set(a.usage, v)
+			}
+		case "choices":
+			arr, err := jsonspan.NewArray(v, 0, jsonspan.Loose)
+			if err != nil {
+				continue
+			}
+			for arr.Next() {
+				a.addChoice(arr.Val.In(v))
+			}
+		}
+	}
+}
+
+func hasField(fs []member, key []byte) bool {
+	for i := range fs {
+		if bytes.Equal(fs[i].key, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// choice returns the choice of index i, adding it in index order; nil if the limit is reached.
+func (a *Aggregate) choice(i int) *aggChoice {
+	at := len(a.choices)
+	for j := range a.choices {
+		if a.choices[j].index == i {
+			return &a.choices[j]
+		}
+		if a.choices[j].index > i {
+			at = j
+			break
+		}
+	}
+	if !a.charge(aggEntryCost) {
+		return nil
+	}
+	a.choices = append(a.choices, aggChoice{})
+	copy(a.choices[at+1:], a.choices[at:])
+	a.choices[at] = aggChoice{index: i}
+	return &a.choices[at]
+}
+
+func (a *Aggregate) addChoice(b []byte) {
+	// One walk for the members: the index may come after the delta.
+	obj, err := jsonspan.NewObject(b, 0, jsonspan.Loose)
+	if err != nil {
+		return
+	}
+	var index, finish, text, delta []byte
+	for obj.Next() {
+		v := obj.Val.In(b)
+		switch string(obj.RawKey(b)) {
+		case "index":
+			index = v
+		case "finish_reason":
+			finish = v
+		case "text":
+			text = v
+		case "delta":
+			delta = v
+		}
+	}
+	idx := 0
+	if index != nil {
+		if idx = atoiIndex(index); idx < 0 {
+			return
+		}
+	}
+	c := a.choice(idx)
+	if c == nil {
+		return
+	}
+	if len(finish) > 0 && finish[0] == '"' {
+		c.finish = a.set(c.finish, finish)
+	}
+	if s, ok := strInside(text); ok && a.kind == AggregateCompletion {
+		c.text = a.cat(c.text, s)
+	}
+	if delta != nil && a.kind == AggregateChat {
+		a.addDelta(c, delta)
+	}
+}
+
+func (a *Aggregate) addDelta(c *aggChoice, b []byte) {
+	obj, err := jsonspan.NewObject(b, 0, jsonspan.Loose)
+	if err != nil {
+		return
+	}
+	for obj.Next() {
+		v := obj.Val.In(b)
+		switch string(obj.RawKey(b)) {
+		case "role":
+			if len(v) > 0 && v[0] == '"' {
+				c.role = a.set(c.role, v)
+			}
+		case "content":
+			if s, ok := strInside(v); ok {
+				c.content = a.cat(c.content, s)
+			}
+		case "refusal":
+			if s, ok := strInside(v); ok {
+				c.refusal = a.cat(c.refusal, s)
+			}
+		case "reasoning":
+			if s, ok := strInside(v); ok {
+				c.reasoning = a.cat(c.reasoning, s)
+			}
+		case "reasoning_content":
+			if s, ok := strInside(v); ok {
+				c.reason = a.cat(c.reason, s)
+			}
+		case "tool_calls":
+			arr, err := jsonspan.NewArray(v, 0, jsonspan.Loose)
+			if err != nil {
+				continue
+			}
+			for arr.Next() {
+				a.addToolCall(c, arr.Val.In(v))
+			}
+		}
+	}
+}
+
+// tool returns the tool call of index i of c, adding it in index order; nil at the limit.
+func (a *Aggregate) tool(c *aggChoice, i int) *aggTool {
+	at := len(c.tools)
+	for j := range c.tools {
+		if c.tools[j].index == i {
+			return &c.tools[j]
+		}
+		if c.tools[j].index > i {
+			at = j
+			break
+		}
+	}
+	if !a.charge(aggEntryCost) {
+		return nil
+	}
+	c.tools = append(c.tools, aggTool{})
+	copy(c.tools[at+1:], c.tools[at:])
+	c.tools[at] = aggTool{index: i}
+	return &c.tools[at]
+}
+
+func (a *Aggregate) addToolCall(c *aggChoice, b []byte) {
+	idx := 0
+	if m, ok := jsonspan.FindMember(b, 0, "index"); ok {
+		if idx = atoiIndex(m.Val.In(b)); idx < 0 {
+			return
+		}
+	}
+	t := a.tool(c, idx)
+	if t == nil {
+		return
+	}
+	obj, err := jsonspan.NewObject(b, 0, jsonspan.Loose)
+	if err != nil {
+		return
+	}
+	for obj.Next() {
+		v := obj.Val.In(b)
+		switch string(obj.RawKey(b)) {
+		case "id":
+			if len(v) > 0 && v[0] == '"' {
+				t.id, t.hasID = a.set(t.id, v), true
+			}
+		case "type":
+			if len(v) > 0 && v[0] == '"' {
+				t.typ = a.set(t.typ, v)
+			}
+		case "function":
+			fn, err := jsonspan.NewObject(v, 0, jsonspan.Loose)
+			if err != nil {
+				continue
+			}
+			for fn.Next() {
+				fv := fn.Val.In(v)
+				switch string(fn.RawKey(v)) {
+				case "name":
+					if len(fv) > 0 && fv[0] == '"' {
+						t.name, t.hasName = a.set(t.name, fv), true
+					}
+				case "arguments":
+					if s, ok := strInside(fv); ok {
+						t.args = a.cat(t.args, s)
+					}
+				}
+			}
+		}
+	}
+}
+
+// isTerminalResponse reports whether a Responses event type ends the response.
+func isTerminalResponse(typ []byte) bool {
+	switch string(typ) {
+	case `"response.completed"`, `"response.failed"`, `"response.incomplete"`:
+		return true
+	}
+	return false
+}
+
+func (a *Aggregate) addResponseEvent(data []byte) {
+	if a.final {
+		return
+	}
+	obj, err := jsonspan.NewObject(data, 0, jsonspan.Loose)
+	if err != nil {
+		return
+	}
+	var typ, resp, delta []byte
+	for obj.Next() {
+		switch string(obj.RawKey(data)) {
+		case "type":
+			typ = obj.Val.In(data)
+		case "response":
+			resp = obj.Val.In(data)
+		case "delta":
+			delta = obj.Val.In(data)
+		}
+	}
+	if obj.Err != nil {
+		return
+	}
+	switch {
+	case len(resp) > 0 && resp[0] == '{':
+		a.resp = a.set(a.resp, resp)
+		if isTerminalResponse(typ) {
+			a.final = true
+			a.used -= len(a.text)
+			a.text = nil // the final object has the output
+		}
+	case string(typ) == `"response.output_text.delta"`:
+		if s, ok := strInside(delta); ok {
+			a.text = a.cat(a.text, s)
+		}
+	}
+}
+
+func (a *Aggregate) addMessageEvent(data []byte) {
+	if a.stopped {
+		return
+	}
+	obj, err := jsonspan.NewObject(data, 0, jsonspan.Loose)
+	if err != nil {
+		return
+	}
+	var typ, index, message, block, delta, usage []byte
+	for obj.Next() {
+		v := obj.Val.In(data)
+		switch string(obj.RawKey(data)) {
+		case "type":
+			typ = v
+		case "index":
+			index = v
+		case "message":
+			message = v
+		case "content_block":
+			block = v
+		case "delta":
+			delta = v
+		case "usage":
+			usage = v
+		}
+	}
+	if obj.Err != nil {
+		return
+	}
+	switch string(typ) {
+	case `"message_start"`:
+		m, err := jsonspan.NewObject(message, 0, jsonspan.Loose)
+		if err != nil {
+			return
+		}
+		for m.Next() {
+			k, v := m.RawKey(message), m.Val.In(message)
+			switch string(k) {
+			case "content":
+			case "usage":
+				a.mergeUsage(v)
+			default:
+				a.msg = a.setField(a.msg, k, v)
+			}
+		}
+	case `"content_block_start"`:
+		a.startBlock(atoiIndex(index), block)
+	case `"content_block_delta"`:
+		a.blockDelta(atoiIndex(index), delta)
+	case `"message_delta"`:
+		if d, err := jsonspan.NewObject(delta, 0, jsonspan.Loose); err == nil {
+			for d.Next() {
+				a.msg = a.setField(a.msg, d.RawKey(delta), d.Val.In(delta))
+			}
+		}
+		a.mergeUsage(usage)
+	case `"message_stop"`:
+		a.stopped = true
+	}
+}
+
+// mergeUsage sets each member of the usage object u in the message's usage.
+func (a *Aggregate) mergeUsage(u []byte) {
+	obj, err := jsonspan.NewObject(u, 0, jsonspan.Loose)
+	if err != nil {
+		return
+	}
+	for obj.Next() {
+		a.msgUsage = a.setField(a.msgUsage, obj.RawKey(u), obj.Val.In(u))
+	}
+}
+
+// block returns the content block of index i, nil if there is none.
+func (a *Aggregate) block(i int) *aggBlock {
+	for j := range a.blocks {
+		if a.blocks[j].index == i {
+			return &a.blocks[j]
+		}
+	}
+	return nil
+}
+
+func (a *Aggregate) startBlock(i int, b []byte) {
+	obj, err := jsonspan.NewObject(b, 0, jsonspan.Loose)
+	if i < 0 || err != nil || a.block(i) != nil || !a.charge(aggEntryCost) {
+		return
+	}
+	a.blocks = append(a.blocks, aggBlock{index: i})
+	bl := &a.blocks[len(a.blocks)-1]
+	for obj.Next() {
+		k, v := obj.RawKey(b), obj.Val.In(b)
+		switch s, isStr := strInside(v); {
+		case string(k) == "text" && isStr:
+			bl.text, bl.hasText = a.cat(bl.text, s), true
+		case string(k) == "thinking" && isStr:
+			bl.thinking, bl.hasThink = a.cat(bl.thinking, s), true
+		default:
+			bl.fields = a.setField(bl.fields, k, v)
+		}
+	}
+}
+
+func (a *Aggregate) blockDelta(i int, d []byte) {
+	bl := a.block(i)
+	if bl == nil {
+		return
+	}
+	obj, err := jsonspan.NewObject(d, 0, jsonspan.Loose)
+	if err != nil {
+		return
+	}
+	for obj.Next() {
+		k, v := obj.RawKey(d), obj.Val.In(d)
+		s, isStr := strInside(v)
+		if !isStr {
+			continue
+		}
+		switch string(k) {
+		case "text":
+			bl.text, bl.hasText = a.cat(bl.text, s), true
+		case "thinking":
+			bl.thinking, bl.hasThink = a.cat(bl.thinking, s), true
+		case "partial_json":
+			bl.json = a.cat(bl.json, s)
+		case "signature":
+			bl.fields = a.setField(bl.fields, k, v)
+		}
+	}
+}
+
+// AppendJSON appends the object built so far to dst. With Dropped not zero it is cut short
+// where the limit was reached (and may then not be valid JSON): the caller stores it capped,
+// with the truncation marker.
+func (a *Aggregate) AppendJSON(dst []byte) []byte {
+	switch a.kind {
+	case AggregateChat, AggregateCompletion:
+		return a.appendCompletion(dst)
+	case AggregateResponses:
+		return a.appendResponse(dst)
+	case AggregateMessages:
+		return a.appendMessage(dst)
+	}
+	return dst
+}
+
+// appendFields appends the members fs, the first after a comma if comma is set; it returns
+// whether a comma is needed next.
+func appendFields(dst []byte, fs []member, comma bool) ([]byte, bool) {
+	for _, f := range fs {
+		dst, comma = appendField(dst, f, comma)
+	}
+	return dst, comma
+}
+
+// appendField appends the member f, after a comma if comma is set, and returns true.
+func appendField(dst []byte, f member, comma bool) ([]byte, bool) {
+	if comma {
+		dst = append(dst, ',')
+	}
+	dst = append(dst, '"')
+	dst = append(dst, f.key...)
+	dst = append(dst, `":`...)
+	return append(dst, f.val...), true
+}
+
+// appendStr appends "key":"inside", after a comma if comma is set.
+func appendStr(dst []byte, key string, inside []byte, comma bool) []byte {
+	if comma {
+		dst = append(dst, ',')
+	}
+	dst = append(dst, '"')
+	dst = append(dst, key...)
+	dst = append(dst, `":"`...)
+	dst = append(dst, inside...)
+	return append(dst, '"')
+}
+
+func (a *Aggregate) appendCompletion(dst []byte) []byte {
+	dst = append(dst, '{')
+	comma := false
+	for _, f := range a.top {
+		if comma {
+			dst = append(dst, ',')
+		}
+		comma = true
+		dst = append(dst, '"')
+		dst = append(dst, f.key...)
+		dst = append(dst, `":`...)
+		dst = append(dst, f.val...)
+		if string(f.key) == "id" {
+			// The object type right after the id, where the APIs put it.
+			if a.kind == AggregateChat {
+				dst = append(dst, `,"object":"chat.completion"`...)
+			} else {
+				dst = append(dst, `,"object":"text_completion"`...)
+			}
+		}
+	}
+	if !hasField(a.top, []byte("id")) {
+		if comma {
+			dst = append(dst, ',')
+		}
+		if a.kind == AggregateChat {
+			dst = append(dst, `"object":"chat.completion"`...)
+		} else {
+			dst = append(dst, `"object":"text_completion"`...)
+		}
+	}
+	dst = append(dst, `,"choices":[`...)
+	choices := a.choices
+	if len(choices) == 0 {
+		choices = []aggChoice{{}}
+	}
+	for i := range choices {
+		c := &choices[i]
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `{"index":`...)
+		dst = appendInt(dst, c.index)
+		if a.kind == AggregateCompletion {
+			dst = appendStr(dst, "text", c.text, true)
+		} else {
+			dst = append(dst, `,"message":{"role":`...)
+			if c.role != nil {
+				dst = append(dst, c.role...)
+			} else {
+				dst = append(dst, `"assistant"`...)
+			}
+			for _, s := range [...]struct {
+				key string
+				v   []byte
+			}{{"content", c.content}, {"refusal", c.refusal}, {"reasoning", c.reasoning}, {"reasoning_content", c.reason}} {
+				if len(s.v) > 0 {
+					dst = appendStr(dst, s.key, s.v, true)
+				}
+			}
+			if len(c.tools) > 0 {
+				dst = append(dst, `,"tool_calls":[`...)
+				for j := range c.tools {
+					t := &c.tools[j]
+					if j > 0 {
+						dst = append(dst, ',')
+					}
+					dst = append(dst, `{"index":`...)
+					dst = appendInt(dst, t.index)
+					if t.hasID {
+						dst = append(dst, `,"id":`...)
+						dst = append(dst, t.id...)
+					}
+					dst = append(dst, `,"type":`...)
+					if t.typ != nil {
+						dst = append(dst, t.typ...)
+					} else {
+						dst = append(dst, `"function"`...)
+					}
+					dst = append(dst, `,"function":{"name":`...)
+					if t.hasName {
+						dst = append(dst, t.name...)
+					} else {
+						dst = append(dst, `""`...)
+					}
+					dst = append(dst, `,"arguments":"`...)
+					dst = append(dst, t.args...)
+					dst = append(dst, `"}}`...)
+				}
+				dst = append(dst, ']')
+			}
+			dst = append(dst, '}')
+		}
+		dst = append(dst, `,"finish_reason":`...)
+		if c.finish != nil {
+			dst = append(dst, c.finish...)
+		} else {
+			dst = append(dst, "null"...)
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `],"usage":`...)
+	if a.usage != nil {
+		dst = append(dst, a.usage...)
+	} else {
+		dst = append(dst, "null"...)
+	}
+	return append(dst, '}')
+}
+
+func appendInt(dst []byte, n int) []byte {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return append(dst, b[i:]...)
+}
+
+// appendOutputMessage appends a Responses output array of one message with the text t.
+func appendOutputMessage(dst, t []byte) []byte {
+	if len(t) == 0 {
+		return append(dst, "[]"...)
+	}
+	dst = append(dst, `[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"`...)
+	dst = append(dst, t...)
+	return append(dst, `"}]}]`...)
+}
+
+func (a *Aggregate) appendResponse(dst []byte) []byte {
+	if a.resp == nil {
+		dst = append(dst, `{"object":"response","output":`...)
+		dst = appendOutputMessage(dst, a.text)
+		return append(dst, `,"usage":{"input_tokens":0,"output_tokens":0,"total_tokens":0}}`...)
+	}
+	if a.final || len(a.text) == 0 {
+		return append(dst, a.resp...)
+	}
+	// Cut before the end: the last response object seen, with the text that arrived as its output.
+	if m, ok := jsonspan.FindMember(a.resp, 0, "output"); ok {
+		dst = append(dst, a.resp[:m.Val.Start]...)
+		dst = appendOutputMessage(dst, a.text)
+		return append(dst, a.resp[m.Val.End:]...)
+	}
+	return append(dst, a.resp...)
+}
+
+func (a *Aggregate) appendMessage(dst []byte) []byte {
+	dst = append(dst, '{')
+	comma := false
+	if len(a.msg) == 0 {
+		dst = append(dst, `"type":"message","role":"assistant"`...)
+		comma = true
+	}
+	dst, comma = appendFields(dst, a.msg, comma)
+	if comma {
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"content":[`...)
+	for i := range a.blocks {
+		b := &a.blocks[i]
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '{')
+		c := false
+		for _, f := range b.fields {
+			if string(f.key) == "input" && len(b.json) > 0 {
+				continue
+			}
+			dst, c = appendField(dst, f, c)
+		}
+		if b.hasText {
+			dst = appendStr(dst, "text", b.text, c)
+			c = true
+		}
+		if b.hasThink {
+			dst = appendStr(dst, "thinking", b.thinking, c)
+			c = true
+		}
+		if len(b.json) > 0 {
+			dst = appendInput(dst, b.json, c)
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, ']')
+	if len(a.msgUsage) > 0 {
+		dst = append(dst, `,"usage":{`...)
+		dst, _ = appendFields(dst, a.msgUsage, false)
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
+
+// appendInput appends a tool_use block's input from its partial_json deltas (the escaped
+// inside of a string holding JSON text): the value itself when it is complete JSON, else, for
+// a stream cut mid-way, the text as "partial_json" beside an empty input.
+func appendInput(dst, escaped []byte, comma bool) []byte {
+	if comma {
+		dst = append(dst, ',')
+	}
+	start := len(dst)
+	dst = append(dst, `"input":`...)
+	vstart := len(dst)
+	dst = appendUnescapedInside(dst, escaped)
+	if v, err := jsonspan.ScanValue(dst, vstart); err == nil && jsonspan.SkipSpace(dst, v.End) == len(dst) {
+		return dst
+	}
+	dst = append(dst[:start], `"input":{},"partial_json":"`...)
+	dst = append(dst, escaped...)
+	return append(dst, '"')
+}
+
+// appendUnescapedInside decodes the escaped inside of a JSON string.
+func appendUnescapedInside(dst, inside []byte) []byte {
+	q := make([]byte, 0, len(inside)+2)
+	q = append(q, '"')
+	q = append(q, inside...)
+	q = append(q, '"')
+	return jsonspan.AppendUnquoted(dst, q)
+}
