@@ -444,7 +444,13 @@ func TestAttempt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			base, _ := url.Parse("http://a.invalid/v1")
 			uc := &upstreamClient{Client: &router.Client{Name: "a"}, baseURL: base, transport: &sharedTransport{RoundTripper: tt.rt}, state: new(router.ClientState)}
-			g := &generation{headerTimeout: 50 * time.Millisecond, firstByteTimout: 50 * time.Millisecond, maxBuffered: 64}
+			// Only the header-timeout case waits for its timer; the others get one that a slow,
+			// loaded machine cannot reach before the fake transport answers.
+			timeout := time.Minute
+			if tt.failKind == failTimeout {
+				timeout = 50 * time.Millisecond
+			}
+			g := &generation{headerTimeout: timeout, firstByteTimout: timeout, maxBuffered: 64}
 			r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
 			req := &apiRequest{r: r, ep: epChat, upPath: "/chat/completions", stream: tt.stream}
 			ctx, cancel := context.WithCancel(context.Background())
