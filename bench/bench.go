@@ -23,11 +23,14 @@ const (
 	targetGatewayAudit
 	targetGatewayAuditNone // llm_audit with bodies none
 	targetAuditWriter      // the audit package's writer, run in this process
+	targetGatewayKeys      // llm_gateway with a keys block, counters in-process
+	targetGatewayKeysRedis // llm_gateway with keys counted in a local redis-server; nil without one
 	numTargets
 )
 
 var targetNames = [numTargets]string{
 	"direct (fake upstream)", "reverse_proxy", "llm_gateway", "llm_gateway + audit", "llm_gateway + audit (bodies none)", "audit writer (in-process)",
+	"llm_gateway + keys (in-process)", "llm_gateway + keys (Redis store)",
 }
 
 // target is one endpoint under load.
@@ -71,7 +74,12 @@ type scenario struct {
 	// auditCost marks a saturated phase run with audit off, bodies full and bodies none: its
 	// checks are the audit's CPU overhead (SPEC §11).
 	auditCost bool
-	run       func(*target) (measurement, error)
+	// baseline is the target the "added" latencies are taken over, in the same round.
+	baseline targetID
+	// keyCost marks the phase run without keys, with keys counted in-process and in Redis: its
+	// checks are the p50 the keys add (SPEC §14).
+	keyCost bool
+	run     func(*target) (measurement, error)
 }
 
 type scenarioKind int
@@ -108,6 +116,11 @@ type bench struct {
 	// databases.
 	auditResponse []byte
 	writerRuns    int
+	// redisProc is the redis-server of targetGatewayKeysRedis, keyStore its store URL; notes are
+	// said in the report (such as that target being skipped).
+	redisProc *process
+	keyStore  string
+	notes     []string
 
 	body, streamBody []byte
 }
@@ -137,10 +150,24 @@ func newBench(dir, caddyBin, fakeBin string, p plan) (*bench, error) {
 	}
 	b.targets[targetDirect] = &target{id: targetDirect, url: b.fake.base + "/v1/chat/completions"}
 	b.targets[targetAuditWriter] = &target{id: targetAuditWriter}
-	for id, kind := range map[targetID]proxyKind{
+	rp, rport, ok, err := startRedis(dir)
+	if err != nil {
+		b.close()
+		return nil, err
+	}
+	kinds := map[targetID]proxyKind{
 		targetReverseProxy: kindReverseProxy, targetGateway: kindGateway, targetGatewayAudit: kindGatewayAudit,
-		targetGatewayAuditNone: kindGatewayAuditNone,
-	} {
+		targetGatewayAuditNone: kindGatewayAuditNone, targetGatewayKeys: kindGatewayKeys,
+	}
+	if ok {
+		b.redisProc, b.keyStore = rp, fmt.Sprintf("redis://127.0.0.1:%d/0", rport)
+		kinds[targetGatewayKeysRedis] = kindGatewayKeys
+	} else {
+		b.notes = append(b.notes, "redis-server is not installed (apt-get install redis-server): the target "+
+			targetNames[targetGatewayKeysRedis]+" was skipped.")
+		log.Print("redis-server not found: skipping the keys target with the Redis store")
+	}
+	for id, kind := range kinds {
 		t, err := b.startProxy(id, kind, "")
 		if err != nil {
 			b.close()
@@ -149,6 +176,9 @@ func newBench(dir, caddyBin, fakeBin string, p plan) (*bench, error) {
 		b.targets[id] = t
 	}
 	for id, t := range b.targets {
+		if t == nil {
+			continue
+		}
 		t.id, t.name = targetID(id), targetNames[id]
 		if t.client == nil {
 			t.client = newClient(256)
@@ -165,7 +195,11 @@ func (b *bench) startProxy(id targetID, kind proxyKind, suffix string) (*target,
 	if kind == kindGatewayAuditNone {
 		db = b.auditNoneDB
 	}
-	p, port, admin, err := startCaddy(b.dir, name, b.caddyBin, kind, b.fakePort, db)
+	store := ""
+	if id == targetGatewayKeysRedis {
+		store = b.keyStore
+	}
+	p, port, admin, err := startCaddy(b.dir, name, b.caddyBin, kind, b.fakePort, db, store)
 	if err != nil {
 		return nil, err
 	}
@@ -185,12 +219,19 @@ func (b *bench) close() {
 	if b.fakeProc != nil {
 		b.fakeProc.stop(5 * time.Second)
 	}
+	if b.redisProc != nil {
+		b.redisProc.stop(5 * time.Second)
+	}
 }
 
 func (b *bench) scenarios() []scenario {
 	p := b.plan
 	all := []targetID{targetDirect, targetReverseProxy, targetGateway, targetGatewayAudit}
 	auditCost := []targetID{targetGateway, targetGatewayAudit, targetGatewayAuditNone}
+	keyCost := []targetID{targetGateway, targetGatewayKeys}
+	if b.targets[targetGatewayKeysRedis] != nil {
+		keyCost = append(keyCost, targetGatewayKeysRedis)
+	}
 	return []scenario{
 		{
 			name: "non-stream 2 KB, c=1", fake: fakeSteady, targets: all, kind: kindRequests,
@@ -236,6 +277,15 @@ func (b *bench) scenarios() []scenario {
 				return b.measure(t, p.streamConc, func() sample {
 					return closedLoop(t.client, t.url, b.streamBody, true, 64, p.streamConc, p.streamFor)
 				})
+			},
+		},
+		// What the keys block adds to one call, and the shared store on top (two loopback round
+		// trips to Redis per call): latency at c=1, over the same gateway without keys.
+		{
+			name: "keys: non-stream 2 KB, c=1", fake: fakeSteady, targets: keyCost, kind: kindRequests,
+			baseline: targetGateway, keyCost: true,
+			run: func(t *target) (measurement, error) {
+				return b.measure(t, 1, func() sample { return closedLoop(t.client, t.url, b.body, false, 0, 1, p.c1For) })
 			},
 		},
 		{

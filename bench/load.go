@@ -79,6 +79,10 @@ type outcome struct {
 	err       error
 }
 
+// benchKey is the bearer key of every request. Targets without a keys block ignore it; the keyed
+// targets of the "keys" phase know it, with limits no phase reaches.
+const benchKey = "sk-bench-0123456789"
+
 // post sends one chat completion request as every phase does.
 func post(ctx context.Context, c *http.Client, url string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
@@ -86,7 +90,7 @@ func post(ctx context.Context, c *http.Client, url string, body []byte) (*http.R
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer sk-bench-0123456789")
+	req.Header.Set("Authorization", "Bearer "+benchKey)
 	return c.Do(req)
 }
 

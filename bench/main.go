@@ -24,11 +24,16 @@
 //     llm_audit app run in this process and fed as fast as it commits;
 //   - the audit's cost at saturation: non-stream c=32 and streams c=16 at
 //     llm_gateway with audit off, with bodies full and with bodies none (a
-//     fourth Caddy process).
+//     fourth Caddy process);
+//   - what gateway keys add to a call: non-stream c=1 at llm_gateway without
+//     keys, with a keys block counting in-process, and with the keys counted
+//     in a redis-server the benchmark starts (skipped, with a note, without
+//     one): two more Caddy processes.
 //
 // -only runs the phases whose name contains its text, e.g.
 //
 //	go run ./bench -only "audit saturated"
+//	go run ./bench -only keys
 //
 // Every phase runs once per target per round, targets interleaved (and
 // rotated between rounds), and every figure is the median over rounds. The

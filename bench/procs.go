@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -219,18 +220,30 @@ const (
 	kindGateway
 	kindGatewayAudit
 	kindGatewayAuditNone // llm_audit storing no bodies
+	kindGatewayKeys      // llm_gateway with a keys block: benchKey, counted in-process or in keyStore
 )
 
 // caddyfile renders the config of a proxy on port, in front of the fake on
 // fakePort. The proxies share everything but the handler (and the audit
 // app); admin stays on, on its own port, so that the profiler can be reached.
-func caddyfile(kind proxyKind, port, adminPort, fakePort int, auditDB string) string {
-	var audit, handler string
+// keyStore is the keys block's store URL of kindGatewayKeys, empty for
+// in-process counters.
+func caddyfile(kind proxyKind, port, adminPort, fakePort int, auditDB, keyStore string) string {
+	var audit, handler, keys string
+	if kind == kindGatewayKeys {
+		store := ""
+		if keyStore != "" {
+			store = "\t\t\tstore " + keyStore + "\n"
+		}
+		// Limits far above any phase's calls, so that every call is counted (the store's
+		// round trips happen) and none is refused.
+		keys = fmt.Sprintf("\t\tkeys {\n%s\t\t\tkey bench {\n\t\t\t\tsecret %s\n\t\t\t\trpm 100000000\n\t\t\t\ttpm 1000000000000\n\t\t\t\tconcurrency 100000\n\t\t\t}\n\t\t}\n", store, benchKey)
+	}
 	switch kind {
 	case kindReverseProxy:
 		handler = fmt.Sprintf("reverse_proxy 127.0.0.1:%d {\n\t\tflush_interval -1\n\t}", fakePort)
 	default:
-		handler = fmt.Sprintf("llm_gateway {\n\t\tclient fake {\n\t\t\tbase_url http://127.0.0.1:%d/v1\n\t\t\tmatch keyword gpt\n\t\t}\n\t}", fakePort)
+		handler = fmt.Sprintf("llm_gateway {\n\t\tclient fake {\n\t\t\tbase_url http://127.0.0.1:%d/v1\n\t\t\tmatch keyword gpt\n\t\t}\n%s\t}", fakePort, keys)
 	}
 	switch kind {
 	case kindGatewayAudit:
@@ -254,7 +267,7 @@ http://:%d {
 
 // startCaddy writes and runs the config of one proxy and waits until it
 // answers.
-func startCaddy(dir, name, caddyBin string, kind proxyKind, fakePort int, auditDB string) (*process, int, int, error) {
+func startCaddy(dir, name, caddyBin string, kind proxyKind, fakePort int, auditDB, keyStore string) (*process, int, int, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, 0, 0, err
@@ -264,7 +277,7 @@ func startCaddy(dir, name, caddyBin string, kind proxyKind, fakePort int, auditD
 		return nil, 0, 0, err
 	}
 	cf := filepath.Join(dir, name+".caddyfile")
-	if err := os.WriteFile(cf, []byte(caddyfile(kind, port, adminPort, fakePort, auditDB)), 0o644); err != nil {
+	if err := os.WriteFile(cf, []byte(caddyfile(kind, port, adminPort, fakePort, auditDB, keyStore)), 0o644); err != nil {
 		return nil, 0, 0, err
 	}
 	p, err := startProcess(dir, name, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
@@ -368,4 +381,64 @@ func settledRows(path string, want int64) (int64, error) {
 		}
 		<-tick.C
 	}
+}
+
+// startRedis runs a redis-server (Debian's package) on a free loopback port, without persistence,
+// for the keyed target that counts in Redis, and waits until it answers PING. Without
+// redis-server on PATH it returns ok false and no error: that target is then skipped.
+func startRedis(dir string) (p *process, port int, ok bool, err error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, 0, false, nil
+	}
+	if port, err = freePort(); err != nil {
+		return nil, 0, false, err
+	}
+	rdir := filepath.Join(dir, "redis")
+	if err := os.MkdirAll(rdir, 0o755); err != nil {
+		return nil, 0, false, err
+	}
+	p, err = startProcess(dir, "redis", bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", rdir, "--daemonize", "no", "--loglevel", "warning")
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if err := p.waitRedis(port, 10*time.Second); err != nil {
+		p.stop(time.Second)
+		return nil, 0, false, err
+	}
+	return p, port, true, nil
+}
+
+// waitRedis polls the redis-server on port with PING until it answers PONG, the process exits or
+// the timeout passes: as with waitHTTP there is no readiness signal from a separate process.
+func (p *process) waitRedis(port int, timeout time.Duration) error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	ping := func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return false
+		}
+		buf := make([]byte, 7)
+		n, _ := io.ReadFull(c, buf)
+		return string(buf[:n]) == "+PONG\r\n"
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for !ping() {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited during startup; see %s", p.name, p.log)
+		case <-deadline:
+			return fmt.Errorf("%s not answering PING on %s after %v; see %s", p.name, addr, timeout, p.log)
+		case <-tick.C:
+		}
+	}
+	return nil
 }
