@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/goccy/go-json"
+	"github.com/llmgw/caddy-llm-gateway/internal/apierr"
 )
 
 // OpenAI error types and codes used by the gateway's own answers.
@@ -31,34 +31,15 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.message }
 
-// errorBody is the wire shape: {"error":{"message":…,"type":…,"param":null,"code":…}}.
-type errorBody struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    *string `json:"code"`
-	} `json:"error"`
-}
-
 // marshalError encodes an OpenAI-shaped error body.
-func marshalError(typ, code, message string) []byte {
-	var b errorBody
-	b.Error.Message = message
-	b.Error.Type = typ
-	if code != "" {
-		b.Error.Code = &code
-	}
-	out, _ := json.Marshal(&b) // cannot fail: only strings
-	return out
-}
+func marshalError(typ, code, message string) []byte { return apierr.OpenAI(typ, code, "", message) }
 
 // encode returns the error's body for a request to path: Anthropic's shape on the Messages API
 // (/v1/messages and the paths under it, such as count_tokens), OpenAI's everywhere else, so
 // each SDK raises its own typed error with the gateway's message (SPEC §9).
 func (e *apiError) encode(path string) []byte {
 	if isAnthropicPath(path) {
-		return marshalAnthropicError(anthropicErrorType(e.status), e.message)
+		return apierr.Anthropic(anthropicErrorType(e.status), e.message)
 	}
 	return marshalError(e.typ, e.code, e.message)
 }
@@ -67,24 +48,6 @@ func (e *apiError) encode(path string) []byte {
 func isAnthropicPath(path string) bool {
 	rest, ok := strings.CutPrefix(path, "/v1/messages")
 	return ok && (rest == "" || rest[0] == '/')
-}
-
-// anthropicErrorBody is Anthropic's wire shape: {"type":"error","error":{"type":…,"message":…}}.
-type anthropicErrorBody struct {
-	Type  string `json:"type"`
-	Error struct {
-		Type    string `json:"type"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// marshalAnthropicError encodes an Anthropic-shaped error body.
-func marshalAnthropicError(typ, message string) []byte {
-	b := anthropicErrorBody{Type: "error"}
-	b.Error.Type = typ
-	b.Error.Message = message
-	out, _ := json.Marshal(&b) // cannot fail: only strings
-	return out
 }
 
 // anthropicErrorType maps a status to the Anthropic error type the SDKs key their error classes

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/audit"
+	"github.com/llmgw/caddy-llm-gateway/internal/apierr"
 )
 
 // OpenAI-shaped errors, as the gateway answers its own.
@@ -36,32 +37,20 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.message }
 
-type errorBody struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    *string `json:"code"`
-	} `json:"error"`
-}
-
 func writeError(w http.ResponseWriter, e *apiError) {
-	var b errorBody
-	b.Error.Message, b.Error.Type = e.message, e.typ
-	if e.param != "" {
-		b.Error.Param = &e.param
-	}
-	if e.code != "" {
-		b.Error.Code = &e.code
-	}
-	writeJSON(w, e.status, &b)
+	writeBody(w, e.status, apierr.OpenAI(e.typ, e.code, e.param, e.message))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		status, body = http.StatusInternalServerError, []byte(`{"error":{"message":"encoding the answer failed","type":"server_error","param":null,"code":null}}`)
+		status, body = http.StatusInternalServerError, apierr.OpenAI(errTypeServer, "", "", "encoding the answer failed")
 	}
+	writeBody(w, status, body)
+}
+
+// writeBody sends a JSON body the browser must neither cache nor sniff.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))

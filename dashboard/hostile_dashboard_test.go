@@ -14,6 +14,7 @@ import (
 	"github.com/goccy/go-json"
 
 	"github.com/llmgw/caddy-llm-gateway/audit"
+	"github.com/llmgw/caddy-llm-gateway/internal/apierr"
 )
 
 // TestHostileFilters sends malformed parameters (400 with an OpenAI-shaped error naming the
@@ -69,7 +70,7 @@ func TestHostileFilters(t *testing.T) {
 	for _, tc := range bad {
 		for _, ep := range []string{"summary", "series", "top", "overview", "failures"} {
 			code, body := get(t, h, "/api/"+ep+"?"+tc.query)
-			var e errorBody
+			var e apierr.Body
 			if err := json.Unmarshal(body, &e); err != nil || code != http.StatusBadRequest ||
 				e.Error.Type != "invalid_request_error" || e.Error.Param == nil || *e.Error.Param != tc.param || e.Error.Message == "" {
 				t.Errorf("%s?%s: %d %s, want 400 invalid_request_error with param %q", ep, trimName(tc.query), code, trimName(string(body)), tc.param)
@@ -119,7 +120,7 @@ func TestHostileFilters(t *testing.T) {
 		{"/api/", 404},
 	} {
 		code, body := get(t, h, tc.target)
-		var e errorBody
+		var e apierr.Body
 		if code != tc.code || json.Unmarshal(body, &e) != nil || e.Error.Message == "" {
 			t.Errorf("%s: %d %s, want %d with an OpenAI-shaped error", tc.target, code, body, tc.code)
 		}
