@@ -239,12 +239,18 @@ func hasField(fs []member, key []byte) bool {
 
 // choice returns the choice of index i, adding it in index order; nil if the limit is reached.
 func (a *Aggregate) choice(i int) *aggChoice {
-	at := len(a.choices)
-	for j := range a.choices {
-		if a.choices[j].index == i {
-			return &a.choices[j]
-		}
-		if a.choices[j].index > i {
+	return byIndex(a, &a.choices, i, func(c *aggChoice) *int { return &c.index })
+}
+
+// byIndex returns the entry of *s whose index (the int indexOf points at) is i, inserting a new
+// one in index order when there is none and the limit allows it; nil at the limit. Streams
+// send choices and tool calls by index, in any order and any number of times.
+func byIndex[T any](a *Aggregate, s *[]T, i int, indexOf func(*T) *int) *T {
+	at := len(*s)
+	for j := range *s {
+		if k := *indexOf(&(*s)[j]); k == i {
+			return &(*s)[j]
+		} else if k > i {
 			at = j
 			break
 		}
@@ -252,10 +258,12 @@ func (a *Aggregate) choice(i int) *aggChoice {
 	if !a.charge(aggEntryCost) {
 		return nil
 	}
-	a.choices = append(a.choices, aggChoice{})
-	copy(a.choices[at+1:], a.choices[at:])
-	a.choices[at] = aggChoice{index: i}
-	return &a.choices[at]
+	var zero T
+	*s = append(*s, zero)
+	copy((*s)[at+1:], (*s)[at:])
+	(*s)[at] = zero
+	*indexOf(&(*s)[at]) = i
+	return &(*s)[at]
 }
 
 func (a *Aggregate) addChoice(b []byte) {
@@ -341,23 +349,7 @@ func (a *Aggregate) addDelta(c *aggChoice, b []byte) {
 
 // tool returns the tool call of index i of c, adding it in index order; nil at the limit.
 func (a *Aggregate) tool(c *aggChoice, i int) *aggTool {
-	at := len(c.tools)
-	for j := range c.tools {
-		if c.tools[j].index == i {
-			return &c.tools[j]
-		}
-		if c.tools[j].index > i {
-			at = j
-			break
-		}
-	}
-	if !a.charge(aggEntryCost) {
-		return nil
-	}
-	c.tools = append(c.tools, aggTool{})
-	copy(c.tools[at+1:], c.tools[at:])
-	c.tools[at] = aggTool{index: i}
-	return &c.tools[at]
+	return byIndex(a, &c.tools, i, func(t *aggTool) *int { return &t.index })
 }
 
 func (a *Aggregate) addToolCall(c *aggChoice, b []byte) {
