@@ -4,48 +4,71 @@
 // in front of the same fake upstream, as SPEC.md §11 asks. Run it from the
 // repository root:
 //
-//	go run ./bench -rounds 3 -out docs/benchmarks.md
-//	go run ./bench -quick        # a one-minute smoke run
+//	go run ./bench -out docs/benchmarks.md           # about 7 minutes
+//	go run ./bench -repeat 3 -out docs/benchmarks.md # three runs back to back, about 21 minutes
+//	go run ./bench -quick                            # a smoke run of about a minute
 //
 // It builds cmd/caddy and cmd/fakeupstream into a temporary directory (or
-// uses -caddy and -fake), starts the fake upstream and three Caddy processes
-// of the same binary — reverse_proxy with flush_interval -1, llm_gateway,
-// and llm_gateway with the llm_audit app storing full bodies — each in its
-// own process so that /proc/<pid>/stat charges each one its own CPU. A load
-// generator in this process then drives identical loopback load at every
-// target, the fake itself included as the "direct" baseline:
+// uses -caddy and -fake), starts the fake upstream and Caddy processes of the
+// same binary — reverse_proxy with flush_interval -1, llm_gateway, and
+// llm_gateway with the llm_audit app storing full bodies, and more for the
+// phases below — each in its own process so that /proc/<pid>/stat charges
+// each one its own CPU. A load generator in this process then drives
+// identical loopback load at every target, the fake itself included as the
+// "direct" baseline:
 //
 //   - non-stream chat, 2 KB request body, at concurrency 1 and 32;
 //   - streaming chat, 64 chunks per stream;
-//   - 5,000 concurrent open streams (fresh proxy processes, RSS per stream);
+//   - 5,000 concurrent open streams (fresh proxy processes, RSS and
+//     goroutines per stream), once over HTTP/1.1 and once over h2c on both
+//     sides (server protocols h1 h2c, a load client speaking only unencrypted
+//     HTTP/2, transport http { versions h2c } to the fake, which counts the
+//     HTTP/2 requests it gets: the phase fails if the proxy fell back to
+//     HTTP/1.1);
 //   - 2,000 req/s open-loop non-stream load, audit on and off, with the
 //     audit rows counted against the requests sent;
 //   - the audit writer's sustained rows/s with 2 KB + 1 KB bodies, the
 //     llm_audit app run in this process and fed as fast as it commits;
 //   - the audit's cost at saturation: non-stream c=32 and streams c=16 at
-//     llm_gateway with audit off, with bodies full and with bodies none (a
-//     fourth Caddy process);
+//     llm_gateway with audit off, with bodies full and with bodies none;
 //   - what gateway keys add to a call: non-stream c=1 at llm_gateway without
 //     keys, with a keys block counting in-process, and with the keys counted
 //     in a redis-server the benchmark starts (skipped, with a note, without
-//     one): two more Caddy processes.
+//     one);
+//   - routing against config size: non-stream c=16 at llm_gateway with 1
+//     client, 1,000 and 10,000 clients of match regex ^model-N$ and 10,000 of
+//     match exact model-N, asking for the last client's model.
 //
-// -only runs the phases whose name contains its text, e.g.
+// -only runs the phases whose name contains its text (and starts only their
+// processes), e.g.
 //
 //	go run ./bench -only "audit saturated"
 //	go run ./bench -only keys
+//	go run ./bench -only routing
+//
+// Pinning (-pin, on by default): with at least two CPUs and taskset(1), every
+// Caddy process runs under taskset on the first CPU this process may use,
+// alone, and this process (every thread, by sched_setaffinity, after the
+// build), the fake upstream and redis-server on the others. The proxy's CPU
+// per call is then its own work only: unpinned, it moved with what the load
+// generator did on the same CPU at the time. Each measurement is preceded by
+// the phase's own load, unmeasured, for 500 ms, so that it starts with the
+// connections open and the heap at its working size.
 //
 // Every phase runs once per target per round, targets interleaved (and
 // rotated between rounds), and every figure is the median over rounds. The
 // result is one Markdown table, printed and written to -out together with
-// the command line and the machine it ran on. With -before, the report
-// also keeps an earlier one verbatim as "Before", this run as "After",
-// and compares the two:
+// the command line and the machine it ran on. -repeat N runs the whole
+// benchmark N times back to back (fresh processes each time) and adds, per
+// CPU ratio of the checks, each run's value and their spread (the largest
+// deviation from the median, held to ±3%); the tables are the last run's.
+// With -before, the report also keeps an earlier one verbatim as "Before",
+// this run as "After", and compares the two:
 //
-//	go run ./bench -rounds 3 -pprof -before docs/benchmarks-before.md -out docs/benchmarks.md
+//	go run ./bench -pprof -before docs/benchmarks-before.md -out docs/benchmarks.md
 //
 // Linux only: it reads /proc, and raises RLIMIT_NOFILE to its hard limit
-// (which the child processes inherit) for the open-streams phase.
+// (which the child processes inherit) for the open-streams phases.
 package main
 
 import (

@@ -375,8 +375,8 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
 
 	fmt.Fprintf(w, "\n%s How it is measured\n", h)
 	fmt.Fprintf(w, `
-- Processes: one fake upstream (`+"`cmd/fakeupstream`"+`) and four Caddy processes of the same binary
-  (`+"`cmd/caddy`"+`): `+"`reverse_proxy`"+` with `+"`flush_interval -1`"+`, `+"`llm_gateway`"+`, and `+"`llm_gateway`"+`
+- Processes: one fake upstream (`+"`cmd/fakeupstream`"+`) and Caddy processes of the same binary
+  (`+"`cmd/caddy`"+`), those of the phases that ran: `+"`reverse_proxy`"+` with `+"`flush_interval -1`"+`, `+"`llm_gateway`"+`, and `+"`llm_gateway`"+`
   with the `+"`llm_audit`"+` app (bodies stored in full, rotation off), and with it storing no bodies
   (`+"`bodies none`"+`, only in the "audit saturated" phases, which repeat non-stream c=32 and streams
   at the three gateway targets to give the audit's CPU overhead where the CPU is saturated). No access logs; admin on its
