@@ -4,8 +4,8 @@
 // in front of the same fake upstream, as SPEC.md §11 asks. Run it from the
 // repository root:
 //
-//	go run ./bench -out docs/benchmarks.md           # about 7 minutes
-//	go run ./bench -repeat 3 -out docs/benchmarks.md # three runs back to back, about 21 minutes
+//	go run ./bench -out docs/benchmarks.md           # about 8 minutes
+//	go run ./bench -repeat 3 -out docs/benchmarks.md # three runs back to back, about 24 minutes
 //	go run ./bench -quick                            # a smoke run of about a minute
 //
 // It builds cmd/caddy and cmd/fakeupstream into a temporary directory (or
@@ -56,7 +56,9 @@
 // connections open and the heap at its working size.
 //
 // Every phase runs once per target per round, targets interleaved (and
-// rotated between rounds), and every figure is the median over rounds. The
+// rotated between rounds), and every figure is the median over rounds; a CPU
+// ratio of two targets is the median of the ratios within each round, which
+// cancels what drifts slower than a round (other work on a shared machine). The
 // result is one Markdown table, printed and written to -out together with
 // the command line and the machine it ran on. -repeat N runs the whole
 // benchmark N times back to back (fresh processes each time) and adds, per
@@ -121,9 +123,9 @@ type plan struct {
 
 func (o options) plan() plan {
 	p := plan{
-		rounds: o.rounds, c1For: 3 * time.Second, c32For: 3 * time.Second,
-		streamFor: 3 * time.Second, streamConc: 16, openStreams: o.streams,
-		rate: o.rate, rateFor: 3 * time.Second, routeFor: 3 * time.Second, writerFor: 3 * time.Second,
+		rounds: o.rounds, c1For: 2 * time.Second, c32For: 2 * time.Second,
+		streamFor: 2 * time.Second, streamConc: 16, openStreams: o.streams,
+		rate: o.rate, rateFor: 2 * time.Second, routeFor: 2 * time.Second, writerFor: 2 * time.Second,
 		warmFor: 500 * time.Millisecond, settle: 250 * time.Millisecond,
 	}
 	if o.quick {
@@ -136,7 +138,7 @@ func (o options) plan() plan {
 
 func main() {
 	var o options
-	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; every figure is the median over them")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds; every figure is the median over them, every CPU ratio the median of the rounds' ratios")
 	flag.BoolVar(&o.quick, "quick", false, "short phases and at most 1,000 open streams: a smoke run of about a minute")
 	flag.StringVar(&o.out, "out", "", "also write the report (Markdown) to this file, e.g. docs/benchmarks.md")
 	flag.StringVar(&o.before, "before", "", "an earlier report (Markdown, as -out writes it) to keep in the report as \"Before\", compared with this run as \"After\", e.g. docs/benchmarks-before.md")

@@ -65,3 +65,30 @@ func TestSpreads(t *testing.T) {
 		t.Errorf("header has %d columns, rows %d", got, len(cells[0]))
 	}
 }
+
+// TestRoundRatio: CPU ratios are taken round by round, then the median: a round where the
+// machine was busy for both targets moves neither, where a ratio of medians would mix rounds.
+func TestRoundRatio(t *testing.T) {
+	f := func(vs ...float64) figures {
+		var x figures
+		for _, v := range vs {
+			x.cpuRounds = append(x.cpuRounds, figure{v, v > 0})
+		}
+		return x
+	}
+	for _, tc := range []struct {
+		name string
+		a, b figures
+		want figure
+	}{
+		{"drift cancels", f(100, 200, 300), f(50, 100, 150), figure{2, true}},
+		{"median of rounds", f(100, 100, 100), f(100, 50, 200), figure{1, true}},
+		{"missing rounds skipped", f(100, 0, 90), f(100, 50, 100), figure{0.95, true}},
+		{"uneven rounds", f(100, 200), f(100), figure{1, true}},
+		{"nothing in common", f(0, 100), f(100, 0), figure{}},
+	} {
+		if got := roundRatio(tc.a, tc.b); got.ok != tc.want.ok || math.Abs(got.v-tc.want.v) > 1e-9 {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
