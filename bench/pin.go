@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -93,7 +94,7 @@ func (p pinning) pinSelf() error {
 				continue
 			}
 			// A thread may have exited since the listing: ESRCH is no failure.
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
 				return fmt.Errorf("pinning thread %d to CPU %s: %w", tid, cpuList(p.load), err)
 			}
 			done[tid] = true
