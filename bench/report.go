@@ -275,8 +275,11 @@ func tabulate(p plan, scenarios []scenario, results [][][]measurement) report {
 			}
 		case s.kind == kindRequests:
 			a := fig(i, targetGatewayAudit)
+			// Not held to the run-to-run ±3%: at a fixed rate below saturation the proxy idles
+			// between calls, and its CPU per call follows how often it wakes, not what it does.
+			// The audit's CPU cost is held by the saturated phases (SPEC §11); this phase holds
+			// that every row is written at a steady rate.
 			r := roundRatio(a, gw)
-			rep.cpuRatios = append(rep.cpuRatios, namedFigure{"CPU/call gateway + audit ÷ gateway, " + s.name, r})
 			if r.ok {
 				r.v = (r.v - 1) * 100
 			}
