@@ -27,10 +27,15 @@ const (
 // slot first, then an entry not used since it was stored or last spared; when both were used,
 // both are spared once (their bits cleared) and the new answer is not stored. A name asked for
 // once, as a caller inventing names does, thus never displaces a model in use.
+//
+// An answer is stored only when its model is asked for the second time in a row of misses of
+// its set: each set remembers the hash of its last miss. A caller inventing a new name for every
+// call thus costs the uncached lookup and one atomic store, never an allocation.
 type candCache struct {
 	seed  maphash.Seed
 	bytes atomic.Int64 // accounted size of the stored entries
 	slots [cacheSlots]atomic.Pointer[cacheEntry]
+	last  [cacheSlots / 2]atomic.Uint64 // per set, the hash of the last model it missed
 }
 
 // cacheEntry is one model's answer; everything but used is immutable once stored.
@@ -64,6 +69,9 @@ func (c *candCache) put(h uint64, model string, cands []int) {
 		return
 	}
 	set := h % (cacheSlots / 2) * 2
+	if c.last[set/2].Swap(h) != h {
+		return // first sighting
+	}
 	a, b := c.slots[set].Load(), c.slots[set+1].Load()
 	slot, victim := set, a
 	switch {
