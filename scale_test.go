@@ -1,0 +1,153 @@
+package llmgateway_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// manyClientsConfig is the JSON config of a gateway on port with n clients of base, client i
+// serving model-i by a rule of kind ("exact" or "regex": ^model-i$).
+func manyClientsConfig(t testing.TB, port, n int, base, kind string) []byte {
+	t.Helper()
+	clients := make([]map[string]any, n)
+	for i := range clients {
+		v := "model-" + strconv.Itoa(i)
+		if kind == "regex" {
+			v = "^" + v + "$"
+		}
+		clients[i] = map[string]any{
+			"name":     "c" + strconv.Itoa(i),
+			"base_url": base,
+			"match":    []map[string]any{{"type": kind, "values": []string{v}}},
+		}
+	}
+	cfg := map[string]any{
+		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"writer": map[string]any{"output": "discard"}}}},
+		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
+			"listen":          []string{"127.0.0.1:" + strconv.Itoa(port)},
+			"automatic_https": map[string]any{"disable": true},
+			"routes":          []any{map[string]any{"handle": []any{map[string]any{"handler": "llm_gateway", "clients": clients}}}},
+		}}}},
+	}
+	out, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// rssKiB returns the process's resident set size.
+func rssKiB(t testing.TB) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// BenchmarkProvision loads a config of 1,000 and 10,000 clients of one base_url and reports
+// how long caddy.Load took and the heap and RSS it added. Run with -benchtime 1x.
+func BenchmarkProvision(b *testing.B) {
+	up := fake(b, "up")
+	for _, n := range []int{1000, 10000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			g := newGateway(b)
+			cfg := manyClientsConfig(b, g.port, n, up.URL(), "regex")
+			var ms runtime.MemStats
+			for b.Loop() {
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				heap0, rss0 := ms.HeapAlloc, rssKiB(b)
+				start := time.Now()
+				if err := caddy.Load(cfg, true); err != nil {
+					b.Fatal(err)
+				}
+				elapsed := time.Since(start)
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				b.ReportMetric(float64(elapsed.Milliseconds()), "ms-load")
+				b.ReportMetric(float64(int64(ms.HeapAlloc)-int64(heap0))/(1<<20), "MiB-heap")
+				b.ReportMetric(float64(rssKiB(b)-rss0)/1024, "MiB-RSS")
+				b.StopTimer()
+				if err := caddy.Stop(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// TestClientsShareTransport checks that clients of one base_url and transport config share one
+// transport, connection pool included, and that a client whose transport config differs gets
+// its own.
+func TestClientsShareTransport(t *testing.T) {
+	up := newConnUpstream(t, "up")
+	gw := startGateway(t, "", gatewaySite("",
+		clientBlock("alpha", up.URL, "match exact gpt-a"),
+		clientBlock("beta", up.URL, "match exact gpt-b"),
+		clientBlock("gamma", up.URL, "match exact gpt-c", "transport http {\n\t\t\t\tdial_timeout 5s\n\t\t\t}")))
+	waitModel(t, gw, "gpt-a", "alpha", 0)
+	conn := up.lastConn()
+	waitModel(t, gw, "gpt-b", "beta", 0)
+	if got := up.lastConn(); got != conn {
+		t.Errorf("beta's call came on connection %s, want alpha's idle %s: the clients do not share a pool", got, conn)
+	}
+	waitModel(t, gw, "gpt-c", "gamma", 0)
+	if got := up.lastConn(); got == conn {
+		t.Errorf("gamma, with a transport config of its own, used alpha's connection %s", conn)
+	}
+}
+
+// TestYAMLEditSharedTransport checks reloads of a shared transport: it stays, connection
+// included, while a client that uses it stays unchanged, and is cleaned up, its idle
+// connection closed, once the last such client is replaced.
+func TestYAMLEditSharedTransport(t *testing.T) {
+	up := newConnUpstream(t, "up")
+	yaml := func(names ...string) string {
+		s := "openai_clients:\n"
+		for _, n := range names {
+			s += fmt.Sprintf("  - name: %s\n    base_url: %s\n    model_match:\n      type: exact\n      value: [\"m-%s\"]\n", n, up.URL, n)
+		}
+		return s
+	}
+	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
+	writeFileAtomic(t, cfgPath, yaml("alpha", "beta"))
+	gw := startGateway(t, "", gatewaySite("config "+cfgPath))
+	waitModel(t, gw, "m-alpha", "alpha", 0)
+	conn := up.lastConn()
+
+	// alpha goes; beta, unchanged, keeps the transport the two shared.
+	writeFileAtomic(t, cfgPath, yaml("beta"))
+	waitModel(t, gw, "m-beta", "beta", applyDeadline)
+	if got := up.lastConn(); got != conn {
+		t.Errorf("after alpha left, beta's call came on connection %s, want the shared %s", got, conn)
+	}
+	if !up.isOpen(conn) {
+		t.Fatalf("the shared connection %s was closed while beta uses it", conn)
+	}
+
+	// beta is replaced by gamma of the same base_url: the old transport goes.
+	writeFileAtomic(t, cfgPath, yaml("gamma"))
+	waitModel(t, gw, "m-gamma", "gamma", applyDeadline)
+	if got := up.lastConn(); got == conn {
+		t.Errorf("the replaced clients' connection %s served the new client", conn)
+	}
+	up.waitClosed(t, conn, applyDeadline, "idle connection of the replaced shared transport")
+}
