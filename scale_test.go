@@ -3,11 +3,14 @@ package llmgateway_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,4 +153,66 @@ func TestYAMLEditSharedTransport(t *testing.T) {
 		t.Errorf("the replaced clients' connection %s served the new client", conn)
 	}
 	up.waitClosed(t, conn, applyDeadline, "idle connection of the replaced shared transport")
+}
+
+// BenchmarkRoutingScale sends non-stream chats at concurrency 16 through a gateway of 1 and of
+// 10,000 clients of one upstream, each client serving one model (`match exact model-i` or
+// `match regex ^model-i$`), every call for the last client's model. It reports the process's
+// CPU time per call (gateway, load and fake upstream all run in this process, so compare the
+// configs with each other, not with bench/'s figures).
+func BenchmarkRoutingScale(b *testing.B) {
+	up := fake(b, "up")
+	for _, kind := range []string{"exact", "regex"} {
+		for _, n := range []int{1, 10000} {
+			b.Run(fmt.Sprintf("%s/%d", kind, n), func(b *testing.B) {
+				g := newGateway(b)
+				if err := caddy.Load(manyClientsConfig(b, g.port, n, up.URL(), kind), true); err != nil {
+					b.Fatal(err)
+				}
+				body := `{"model":"model-` + strconv.Itoa(n-1) + `","messages":[{"role":"user","content":"hi"}]}`
+				tr := &http.Transport{MaxIdleConnsPerHost: 64}
+				defer tr.CloseIdleConnections()
+				hc := &http.Client{Transport: tr}
+				post := func() error {
+					resp, err := hc.Post(g.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+					if err != nil {
+						return err
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						return fmt.Errorf("status %d", resp.StatusCode)
+					}
+					return nil
+				}
+				if err := post(); err != nil {
+					b.Fatal(err)
+				}
+				// Loading the config made garbage; collect it now, not while calls are counted.
+				runtime.GC()
+				cpu0 := cpuTime(b)
+				b.ResetTimer()
+				b.SetParallelism(8) // 16 goroutines on this machine's 2 CPUs
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := post(); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.StopTimer()
+				b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "µs-CPU/call")
+			})
+		}
+	}
+}
+
+// cpuTime returns the CPU time this process used so far, user and system.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Skip("no getrusage")
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -87,7 +87,7 @@ func newModelIndex(clients []*Client) modelIndex {
 					ix.scan = append(ix.scan, scanRule{client: i, substr: v})
 					cost += scanCostSubstr
 				case MatchRegex:
-					kind, lits := analyzeRegex(v)
+					kind, lits := rule.literals[k].kind, rule.literals[k].strs
 					for _, s := range lits {
 						switch kind {
 						case litExact:

@@ -12,14 +12,45 @@ import (
 )
 
 // linearCandidates is Table.Candidates as it was before the index: every rule of every client,
-// evaluated in config order. The index and cache must give exactly its answers.
+// evaluated in config order, each regex run by package regexp. The index, the cache and the
+// literal forms of regexes must give exactly its answers.
 func linearCandidates(t *Table, model string, dst []int) []int {
 	for i, c := range t.Clients {
-		if c.MatchesModel(model) {
+		if refMatchesModel(c, model) {
 			dst = append(dst, i)
 		}
 	}
 	return dst
+}
+
+// refRegexps holds the reference's compiled regexes by expression.
+var refRegexps sync.Map
+
+// refMatchesModel is Client.MatchesModel as it was before regexes had literal forms.
+func refMatchesModel(c *Client, model string) bool {
+	for _, m := range c.Match {
+		for _, v := range m.Values {
+			switch m.Type {
+			case MatchKeyword:
+				if strings.Contains(model, v) {
+					return true
+				}
+			case MatchExact:
+				if model == v {
+					return true
+				}
+			case MatchRegex:
+				re, ok := refRegexps.Load(v)
+				if !ok {
+					re, _ = refRegexps.LoadOrStore(v, regexp.MustCompile(v))
+				}
+				if re.(*regexp.Regexp).MatchString(model) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func TestAnalyzeRegex(t *testing.T) {
@@ -194,6 +225,11 @@ func TestCandidatesMatchLinearScan(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Fatalf("config %d: Candidates(%q) = %v, the linear scan %v; rules: %s", cfg, m, got, want, describe(tb))
 				}
+				for _, i := range got {
+					if !tb.Clients[i].MatchesModel(m) {
+						t.Fatalf("config %d: client %d is a candidate for %q, but MatchesModel says no; rules: %s", cfg, i, m, describe(tb))
+					}
+				}
 			}
 		}
 	}
@@ -229,6 +265,10 @@ func FuzzCandidates(f *testing.F) {
 			t.Fatal(err)
 		}
 		want := re.MatchString(model)
+		if got := tb.Clients[0].MatchesModel(model); got != want {
+			kind, lits := analyzeRegex(expr)
+			t.Fatalf("regex %q, model %q: MatchesModel %v, regexp says %v (analysed as %v %q)", expr, model, got, want, kind, lits)
+		}
 		for range 2 { // computed, then cached
 			if got := len(tb.Candidates(model, nil)) == 1; got != want {
 				kind, lits := analyzeRegex(expr)
