@@ -216,7 +216,8 @@ type generation struct {
 	idleTimeout     time.Duration // stream_idle_timeout
 	thinking        router.ThinkingFormat
 
-	models *modelsCache
+	models      *modelsCache
+	modelGroups modelGroups
 
 	// wantKeys is set when the strategy needs prompt-affinity keys from the body.
 	wantKeys bool
@@ -305,6 +306,7 @@ func (h *Handler) build(yamlData []byte, prev *generation) (*generation, error) 
 		}
 		uc.state = &st.(*clientState).ClientState
 	}
+	g.modelGroups = newModelGroups(g.clients)
 	return g, nil
 }
 

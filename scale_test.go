@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/llmgw/caddy-llm-gateway/internal/fakeupstream"
 )
 
 // manyClientsConfig is the JSON config of a gateway on port with n clients of base, client i
@@ -215,4 +217,65 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Skip("no getrusage")
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkModelsScale answers GET /v1/models at 1,000 and 10,000 clients of one upstream, each
+// client serving one exact model: cold (the first call, which fetches) and warm (cached lists).
+func BenchmarkModelsScale(b *testing.B) {
+	up := fake(b, "up")
+	for _, n := range []int{1000, 10000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			g := newGateway(b)
+			if err := caddy.Load(manyClientsConfig(b, g.port, n, up.URL(), "exact"), true); err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			status, _, body := g.get("/v1/models")
+			if status != http.StatusOK {
+				b.Fatalf("status %d: %.200s", status, body)
+			}
+			b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms-cold")
+			b.ResetTimer()
+			for b.Loop() {
+				if status, _, _ := g.get("/v1/models"); status != http.StatusOK {
+					b.Fatalf("status %d", status)
+				}
+			}
+		})
+	}
+}
+
+// TestModelsFetchedOncePerUpstream checks that clients sending the same /models request to one
+// upstream share one fetch, that each still lists only the models its rules match, in config
+// order, and that a client with its own api_key fetches its own list.
+func TestModelsFetchedOncePerUpstream(t *testing.T) {
+	up := fake(t, "up")
+	up.Update(func(s *fakeupstream.Settings) { s.Models = []string{"z-3", "a-1", "b-2", "a-2", "other"} })
+	gw := startGateway(t, "", gatewaySite("",
+		clientBlock("b", up.URL(), "match keyword b-"),
+		clientBlock("a", up.URL(), "match regex ^a-", "match exact extra"),
+		clientBlock("z", up.URL(), "match exact z-3 a-1"),
+		clientBlock("keyed", up.URL(), "api_key sk-own", "match keyword other")))
+	for range 2 {
+		status, _, body := gw.get("/v1/models")
+		if status != http.StatusOK {
+			t.Fatalf("models: %d %s", status, body)
+		}
+		var doc struct{ Data []struct{ ID, OwnedBy string } }
+		if err := json.Unmarshal([]byte(body), &doc); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, m := range doc.Data {
+			ids = append(ids, m.ID)
+		}
+		// b's share, then a's (a-1 before a-2 as listed), then z's z-3 (its a-1 is there
+		// already), the keyed client's, then the exact names no list holds.
+		if want := "b-2,a-1,a-2,z-3,other,extra"; strings.Join(ids, ",") != want {
+			t.Errorf("models = %s, want %s", strings.Join(ids, ","), want)
+		}
+	}
+	if n := up.Count("/v1/models"); n != 2 {
+		t.Errorf("upstream /models fetched %d times, want 2: one for the three pass-through clients, one for the keyed one", n)
+	}
 }
