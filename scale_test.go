@@ -261,7 +261,9 @@ func TestModelsFetchedOncePerUpstream(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("models: %d %s", status, body)
 		}
-		var doc struct{ Data []struct{ ID, OwnedBy string } }
+		var doc struct {
+			Data []struct{ ID, OwnedBy string }
+		}
 		if err := json.Unmarshal([]byte(body), &doc); err != nil {
 			t.Fatal(err)
 		}
