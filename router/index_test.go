@@ -198,7 +198,11 @@ func randRule(r *rand.Rand) MatchRule {
 // from the cache too, and enough names to make the cache evict.
 func TestCandidatesMatchLinearScan(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for cfg := range 200 {
+	configs, floodEvery := 200, 20
+	if raceEnabled { // nothing here is concurrent: TestCandidatesConcurrent is the race test
+		configs, floodEvery = 20, 0
+	}
+	for cfg := range configs {
 		clients := make([]*Client, 1+r.IntN(40))
 		for i := range clients {
 			rules := make([]MatchRule, 1+r.IntN(3))
@@ -212,7 +216,7 @@ func TestCandidatesMatchLinearScan(t *testing.T) {
 		for i := range models {
 			models[i] = randString(r, randAtoms, 6)
 		}
-		if cfg%20 == 0 { // enough distinct names to fill every set of the cache
+		if floodEvery > 0 && cfg%floodEvery == 0 { // enough distinct names to fill every set of the cache
 			for i := range 3 * cacheSlots {
 				models = append(models, "n"+strconv.Itoa(i))
 			}
@@ -281,7 +285,8 @@ func FuzzCandidates(f *testing.F) {
 // TestCandidatesConcurrent routes from many goroutines at once, hot names and a stream of new
 // ones that keep the cache evicting, and checks every answer. Run it with -race.
 func TestCandidatesConcurrent(t *testing.T) {
-	tb := mustTable(t, benchClients("mixed", 400)...)
+	const clients = 200
+	tb := mustTable(t, benchClients("mixed", clients)...)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
@@ -289,15 +294,15 @@ func TestCandidatesConcurrent(t *testing.T) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(g), 7))
 			var got, want []int
-			for i := range 3000 {
+			for i := range 2000 {
 				var m string
 				switch i % 3 {
 				case 0:
-					m = "model-" + strconv.Itoa(r.IntN(400)) // served, often by a scanned rule
+					m = "model-" + strconv.Itoa(r.IntN(clients)) // served, often by a scanned rule
 				case 1:
-					m = "model-" + strconv.Itoa(r.IntN(400)) + "-mini"
+					m = "model-" + strconv.Itoa(r.IntN(clients)) + "-mini"
 				default:
-					m = "kw-" + strconv.Itoa(r.IntN(400)) + "/x" + strconv.Itoa(g*10000+i) // new each time
+					m = "kw-" + strconv.Itoa(r.IntN(clients)) + "/x" + strconv.Itoa(g*10000+i) // new each time
 				}
 				got = tb.Candidates(m, got[:0])
 				want = linearCandidates(tb, m, want[:0])
@@ -363,9 +368,9 @@ func TestCandidatesCacheBound(t *testing.T) {
 		t.Errorf("a %d-byte name was cached", len(long))
 	}
 
-	// Every client serves every model: 10,000-client lists fill the byte budget long before
+	// Every client serves every model: 1,000-client lists fill the byte budget long before
 	// the slots.
-	all := make([]*Client, 10000)
+	all := make([]*Client, 1000)
 	for i := range all {
 		all[i] = client("c"+strconv.Itoa(i), 1, keyword(""))
 	}
@@ -378,7 +383,7 @@ func TestCandidatesCacheBound(t *testing.T) {
 		}
 	}
 	if n := cacheStats(t, tb.index.cache); n == 0 || n >= cacheSlots {
-		t.Errorf("%d entries of 10,000 candidates each: want some, bounded by bytes", n)
+		t.Errorf("%d entries of 1,000 candidates each: want some, bounded by bytes", n)
 	}
 }
 
