@@ -76,6 +76,8 @@ type options struct {
 	pprof    bool
 	keep     bool
 	only     string
+	pin      bool
+	repeat   int
 }
 
 // plan is the size and length of every phase, derived from the options.
@@ -88,18 +90,22 @@ type plan struct {
 	openStreams int
 	rate        int
 	rateFor     time.Duration
+	routeFor    time.Duration // routing phase, non-stream c=16
 	writerFor   time.Duration // audit writer fed at its own pace
+	warmFor     time.Duration // the phase's own load, unmeasured, before each measurement
 	settle      time.Duration // after each phase, before CPU is read again
 }
 
 func (o options) plan() plan {
 	p := plan{
-		rounds: o.rounds, c1For: 2 * time.Second, c32For: 3 * time.Second,
+		rounds: o.rounds, c1For: 3 * time.Second, c32For: 3 * time.Second,
 		streamFor: 3 * time.Second, streamConc: 16, openStreams: o.streams,
-		rate: o.rate, rateFor: 3 * time.Second, writerFor: 3 * time.Second, settle: 250 * time.Millisecond,
+		rate: o.rate, rateFor: 3 * time.Second, routeFor: 3 * time.Second, writerFor: 3 * time.Second,
+		warmFor: 500 * time.Millisecond, settle: 250 * time.Millisecond,
 	}
 	if o.quick {
-		p.c1For, p.c32For, p.streamFor, p.rateFor, p.writerFor = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, time.Second, time.Second
+		p.c1For, p.c32For, p.streamFor, p.rateFor, p.routeFor, p.writerFor = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, time.Second, 500*time.Millisecond, time.Second
+		p.warmFor = 100 * time.Millisecond
 		p.openStreams = min(p.openStreams, 1000)
 	}
 	return p
@@ -118,6 +124,8 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 2000, "request rate of the audit phase, per second")
 	flag.BoolVar(&o.pprof, "pprof", false, "report the top functions of CPU profiles of reverse_proxy and llm_gateway under non-stream and streaming load (taken after the rounds), and of a heap profile of llm_gateway with all streams open")
 	flag.StringVar(&o.only, "only", "", "run only the phases whose name contains this text, e.g. \"audit saturated\"")
+	flag.BoolVar(&o.pin, "pin", true, "pin each Caddy process to one CPU and this process, the fake upstream and redis-server to the others (needs 2 CPUs and taskset)")
+	flag.IntVar(&o.repeat, "repeat", 1, "run the whole benchmark this many times back to back and report, per CPU ratio, each run's value and their spread")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs, audit database, profiles)")
 	flag.Parse()
 	// Importing the audit package brings in Caddy, which sends the standard
@@ -125,8 +133,8 @@ func main() {
 	log.SetOutput(os.Stderr)
 	log.SetPrefix("")
 	log.SetFlags(log.Ltime)
-	if o.rounds < 1 || o.streams < 1 || o.rate < 1 {
-		log.Fatal("bench: -rounds, -streams and -rate must be positive")
+	if o.rounds < 1 || o.streams < 1 || o.rate < 1 || o.repeat < 1 {
+		log.Fatal("bench: -rounds, -streams, -rate and -repeat must be positive")
 	}
 	if err := run(o); err != nil {
 		log.Fatalf("bench: %v", err)
@@ -161,86 +169,42 @@ func run(o options) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	env := describeMachine()
 
 	log.Print("building binaries")
 	caddyBin, fakeBin, err := buildBinaries(o.repo, dir, o.caddyBin, o.fakeBin)
 	if err != nil {
 		return err
 	}
-
-	b, err := newBench(dir, caddyBin, fakeBin, p)
-	if err != nil {
+	// Pinned after the build, which may use every CPU; the children inherit nothing from it.
+	pin := planPinning(!o.pin)
+	if err := pin.pinSelf(); err != nil {
 		return err
 	}
-	defer b.close()
-	if o.pprof {
-		b.heapProfile = filepath.Join(dir, "gateway-open-streams.heap")
-	}
+	log.Printf("CPUs: %s", pin.describe())
 
-	scenarios := b.scenarios()
-	if o.only != "" {
-		scenarios = slices.DeleteFunc(scenarios, func(s scenario) bool { return !strings.Contains(s.name, o.only) })
-		if len(scenarios) == 0 {
-			return fmt.Errorf("-only %q matches no phase", o.only)
+	var runs []result
+	for i := range o.repeat {
+		if o.repeat > 1 {
+			log.Printf("run %d/%d", i+1, o.repeat)
 		}
-	}
-	results := make([][][]measurement, len(scenarios))
-	for i, s := range scenarios {
-		results[i] = make([][]measurement, len(s.targets))
-	}
-	for r := range p.rounds {
-		for i, s := range scenarios {
-			if err := b.fake.set(s.fake); err != nil {
-				return err
-			}
-			n := len(s.targets)
-			for k := range n {
-				j := (k + r) % n // rotate the order between rounds
-				t := b.targets[s.targets[j]]
-				log.Printf("round %d/%d: %s → %s", r+1, p.rounds, s.name, t.name)
-				m, err := s.run(t)
-				if err != nil {
-					return fmt.Errorf("round %d, %s, %s: %w", r+1, s.name, t.name, err)
-				}
-				if m.errs > 0 {
-					log.Printf("  %d errors, first: %v", m.errs, m.firstErr)
-				}
-				results[i][j] = append(results[i][j], m)
-			}
-		}
-	}
-
-	var profiles []profile
-	if o.pprof {
-		if err := b.fake.set(fakeSteady); err != nil {
+		// Profiles once, in the last run: they are not what the runs are compared on.
+		withProfiles := o.pprof && i == o.repeat-1
+		r, err := runOnce(o, p, pin, filepath.Join(dir, fmt.Sprintf("run-%d", i+1)), caddyBin, fakeBin, withProfiles)
+		if err != nil {
 			return err
 		}
-		for _, stream := range []bool{false, true} {
-			for _, id := range []targetID{targetReverseProxy, targetGateway} {
-				pr, err := b.profile(b.targets[id], caddyBin, stream)
-				if err != nil {
-					return err
-				}
-				profiles = append(profiles, pr)
-			}
-		}
-		top, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=15", caddyBin, b.heapProfile).Output()
-		if err != nil {
-			return fmt.Errorf("go tool pprof %s: %w", b.heapProfile, err)
-		}
-		profiles = append(profiles, profile{
-			title: fmt.Sprintf("Heap in use: llm_gateway with %d open streams (%d goroutines)", p.openStreams, b.goroutines),
-			top:   string(top),
-		})
+		runs = append(runs, r)
 	}
-
-	audit, err := b.finishAudit()
-	if err != nil {
-		return err
+	last := runs[len(runs)-1]
+	var spread []spreadRow
+	if len(runs) > 1 {
+		reps := make([]report, len(runs))
+		for i, r := range runs {
+			reps[i] = r.rep
+		}
+		spread = spreads(reps)
 	}
-	env.finish()
-	report := render(o, env, b, tabulate(p, scenarios, results), audit, profiles, before, o.before)
+	report := render(o, last.env, last.b, last.rep, last.audit, last.profiles, before, o.before, spread)
 	fmt.Print(report)
 	if o.out != "" {
 		// Sections written by hand (micro-benchmarks the harness does not run) survive a rewrite.
@@ -251,6 +215,104 @@ func run(o options) error {
 		log.Printf("wrote %s", o.out)
 	}
 	return nil
+}
+
+// result is one whole run of the benchmark.
+type result struct {
+	env      *machine
+	b        *bench
+	rep      report
+	audit    auditSummary
+	profiles []profile
+}
+
+// runOnce runs every selected phase for p.rounds rounds with fresh processes in dir.
+func runOnce(o options, p plan, pin pinning, dir, caddyBin, fakeBin string, withProfiles bool) (result, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return result{}, err
+	}
+	env := describeMachine()
+	b, err := newBench(dir, caddyBin, fakeBin, p, pin)
+	if err != nil {
+		return result{}, err
+	}
+	defer b.close()
+	if withProfiles {
+		b.heapProfile = filepath.Join(dir, "gateway-open-streams.heap")
+	}
+
+	scenarios := b.scenarios()
+	if o.only != "" {
+		scenarios = slices.DeleteFunc(scenarios, func(s scenario) bool { return !strings.Contains(s.name, o.only) })
+		if len(scenarios) == 0 {
+			return result{}, fmt.Errorf("-only %q matches no phase", o.only)
+		}
+	}
+	started := scenarios
+	if withProfiles {
+		started = append(slices.Clip(started), scenario{targets: []targetID{targetReverseProxy, targetGateway}})
+	}
+	if err := b.start(started); err != nil {
+		return result{}, err
+	}
+	results := make([][][]measurement, len(scenarios))
+	for i, s := range scenarios {
+		results[i] = make([][]measurement, len(s.targets))
+	}
+	for r := range p.rounds {
+		for i, s := range scenarios {
+			if err := b.fake.set(s.fake); err != nil {
+				return result{}, err
+			}
+			n := len(s.targets)
+			for k := range n {
+				j := (k + r) % n // rotate the order between rounds
+				t := b.targets[s.targets[j]]
+				log.Printf("round %d/%d: %s → %s", r+1, p.rounds, s.name, t.name)
+				m, err := s.run(t)
+				if err != nil {
+					return result{}, fmt.Errorf("round %d, %s, %s: %w", r+1, s.name, t.name, err)
+				}
+				if m.errs > 0 {
+					log.Printf("  %d errors, first: %v", m.errs, m.firstErr)
+				}
+				results[i][j] = append(results[i][j], m)
+			}
+		}
+	}
+
+	var profiles []profile
+	if withProfiles {
+		if err := b.fake.set(fakeSteady); err != nil {
+			return result{}, err
+		}
+		for _, stream := range []bool{false, true} {
+			for _, id := range []targetID{targetReverseProxy, targetGateway} {
+				pr, err := b.profile(b.targets[id], caddyBin, stream)
+				if err != nil {
+					return result{}, err
+				}
+				profiles = append(profiles, pr)
+			}
+		}
+		if _, err := os.Stat(b.heapProfile); err == nil {
+			top, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=15", caddyBin, b.heapProfile).Output()
+			if err != nil {
+				return result{}, fmt.Errorf("go tool pprof %s: %w", b.heapProfile, err)
+			}
+			profiles = append(profiles, profile{
+				title: fmt.Sprintf("Heap in use: llm_gateway with %d open streams (%d goroutines)", p.openStreams, b.goroutines),
+				top:   string(top),
+			})
+		}
+	}
+
+	audit, err := b.finishAudit()
+	if err != nil {
+		return result{}, err
+	}
+	env.finish()
+	return result{env: env, b: b, rep: tabulate(p, scenarios, results), audit: audit, profiles: profiles}, nil
 }
 
 // handWritten starts the part of the -out file that the benchmark keeps as it is when it rewrites
