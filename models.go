@@ -1,9 +1,12 @@
 package llmgateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,8 +24,9 @@ const (
 	modelsRetryAfterFailure = 5 * time.Second
 )
 
-// modelsCache caches each client's model list per credential its /models call sends: one entry
-// for a client that has its own api_key, one per caller credential for a client that passes the
+// modelsCache caches the model list of each fetch group (clients that send the same /models
+// request to the same upstream, see modelGroups) per credential its /models call sends: one entry
+// for a group with its own api_key, one per caller credential for a group that passes the
 // caller's key through. So callers with distinct (even junk) keys share what was fetched with the
 // operator's key instead of each costing an upstream call with it, and no caller is served a list
 // fetched with another caller's key. A cache belongs to one config generation, so a reload
@@ -31,14 +35,58 @@ type modelsCache struct {
 	ttl time.Duration
 
 	mu      sync.Mutex
-	own     map[int]*modelsEntry       // by client index: clients with their own key
-	callers map[modelsKey]*modelsEntry // clients passing the caller's key through
+	own     map[int]*modelsEntry       // by group: groups with their own key
+	callers map[modelsKey]*modelsEntry // groups passing the caller's key through
 }
 
-// modelsKey names a pass-through client's list fetched with one caller credential.
+// modelsKey names a pass-through group's list fetched with one caller credential.
 type modelsKey struct {
-	client int
-	cred   [sha256.Size]byte
+	group int
+	cred  [sha256.Size]byte
+}
+
+// modelGroups are a generation's clients grouped by the /models request they send: the same
+// transport, base_url, api_key and configured headers get the same answer, so a config of
+// thousands of clients of one upstream fetches its list once, not once per client.
+type modelGroups struct {
+	members [][]int // per group, its clients in config order
+	of      []int   // per client, its group
+	// exact is every name of an exact rule, once, in config order, with the object listing it
+	// (owned_by its first client): built once, not on each call.
+	exact []modelObject
+}
+
+// newModelGroups groups the clients of g and lists their exact names.
+func newModelGroups(clients []*upstreamClient) modelGroups {
+	mg := modelGroups{of: make([]int, len(clients))}
+	byKey := make(map[string]int)
+	seen := make(map[string]bool)
+	for i, uc := range clients {
+		// fmt prints a map's keys sorted: equal header configs give equal keys.
+		key := fmt.Sprintf("%p\x00%s\x00%s\x00%q", uc.transport, uc.base, uc.apiKey, uc.Headers)
+		gi, ok := byKey[key]
+		if !ok {
+			gi = len(mg.members)
+			byKey[key] = gi
+			mg.members = append(mg.members, nil)
+		}
+		mg.members[gi] = append(mg.members[gi], i)
+		mg.of[i] = gi
+		for _, rule := range uc.Match {
+			if rule.Type != router.MatchExact {
+				continue
+			}
+			for _, id := range rule.Values {
+				if seen[id] {
+					continue
+				}
+				seen[id] = true
+				raw, _ := json.Marshal(map[string]any{"id": id, "object": "model", "created": 0, "owned_by": uc.Name})
+				mg.exact = append(mg.exact, modelObject{id: id, raw: raw})
+			}
+		}
+	}
+	return mg
 }
 
 // modelsEntry is one cached list; ready is closed once list and expires are set, so concurrent
@@ -74,9 +122,9 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, g *generat
 	writeJSON(w, http.StatusOK, body)
 }
 
-// list returns client i's model list for a caller whose credential is cred (credSum its hash),
-// from the cache when it holds a fresh one. ok is false when ctx ended while waiting for another
-// request's fetch.
+// list returns the model list of group i, whose first client is uc, for a caller whose credential
+// is cred (credSum its hash), from the cache when it holds a fresh one. ok is false when ctx
+// ended while waiting for another request's fetch.
 func (mc *modelsCache) list(ctx context.Context, i int, uc *upstreamClient, cred string, credSum *[sha256.Size]byte) (list []modelObject, ok bool) {
 	if mc.ttl <= 0 {
 		list, _ = fetchModels(ctx, uc, cred)
@@ -84,7 +132,7 @@ func (mc *modelsCache) list(ctx context.Context, i int, uc *upstreamClient, cred
 	}
 	now := time.Now()
 	own := uc.apiKey != ""
-	key := modelsKey{client: i, cred: *credSum}
+	key := modelsKey{group: i, cred: *credSum}
 
 	mc.mu.Lock()
 	var e *modelsEntry
@@ -146,20 +194,23 @@ type modelObject struct {
 	raw json.RawMessage
 }
 
-// aggregateModels gets every client's model list concurrently (from the cache when fresh) and
-// merges them: de-duplicated by id in config order, each filtered by its client's match rules,
-// followed by the configured exact model names missing from the upstream lists. ok is false when
-// ctx ended first.
+// aggregateModels gets every fetch group's model list concurrently (from the cache when fresh)
+// and merges them: de-duplicated by id in config order (each model where the first client
+// listing it lists it), each client's share filtered by its match rules, followed by the
+// configured exact model names missing from the upstream lists. ok is false when ctx ended
+// first. Its cost grows with the lists and the exact names it returns, not with the number of
+// clients sharing a list: a model is matched through the table's index, not client by client.
 func (g *generation) aggregateModels(ctx context.Context, cred string, allows func(model string) bool) (body []byte, ok bool) {
 	credSum := sha256.Sum256([]byte(cred))
-	lists := make([][]modelObject, len(g.clients))
-	done := make([]bool, len(g.clients))
+	groups := g.modelGroups.members
+	lists := make([][]modelObject, len(groups))
+	done := make([]bool, len(groups))
 	var wg sync.WaitGroup
-	for i, uc := range g.clients {
+	for i, members := range groups {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lists[i], done[i] = g.models.list(ctx, i, uc, cred, &credSum)
+			lists[i], done[i] = g.models.list(ctx, i, g.clients[members[0]], cred, &credSum)
 		}()
 	}
 	wg.Wait()
@@ -169,51 +220,59 @@ func (g *generation) aggregateModels(ctx context.Context, cred string, allows fu
 		}
 	}
 
+	// Each listed model goes where the first client of its group whose rules match it lists
+	// it: ordered by that client, then by its place in the list.
+	type placed struct {
+		client, pos int
+		m           *modelObject
+	}
+	var items []placed
+	var cands []int
+	for gi, list := range lists {
+		for pos := range list {
+			m := &list[pos]
+			cands = g.table.Candidates(m.id, cands[:0])
+			for _, c := range cands {
+				if g.modelGroups.of[c] == gi {
+					items = append(items, placed{c, pos, m})
+					break
+				}
+			}
+		}
+	}
+	slices.SortFunc(items, func(a, b placed) int {
+		if c := cmp.Compare(a.client, b.client); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.pos, b.pos)
+	})
+
 	seen := make(map[string]bool)
 	if allows != nil {
 		// A model the key may not use is marked seen, so neither an upstream list nor the
 		// configured exact names add it.
-		for _, list := range lists {
-			for _, m := range list {
-				if !allows(m.id) {
-					seen[m.id] = true
-				}
+		for _, it := range items {
+			if !allows(it.m.id) {
+				seen[it.m.id] = true
 			}
 		}
-		for _, uc := range g.clients {
-			for _, rule := range uc.Match {
-				if rule.Type == router.MatchExact {
-					for _, id := range rule.Values {
-						if !allows(id) {
-							seen[id] = true
-						}
-					}
-				}
+		for _, m := range g.modelGroups.exact {
+			if !allows(m.id) {
+				seen[m.id] = true
 			}
 		}
 	}
 	data := make([]json.RawMessage, 0, 16)
-	for _, list := range lists {
-		for _, m := range list {
-			if !seen[m.id] {
-				seen[m.id] = true
-				data = append(data, m.raw)
-			}
+	for _, it := range items {
+		if !seen[it.m.id] {
+			seen[it.m.id] = true
+			data = append(data, it.m.raw)
 		}
 	}
-	for _, uc := range g.clients {
-		for _, rule := range uc.Match {
-			if rule.Type != router.MatchExact {
-				continue
-			}
-			for _, id := range rule.Values {
-				if seen[id] {
-					continue
-				}
-				seen[id] = true
-				raw, _ := json.Marshal(map[string]any{"id": id, "object": "model", "created": 0, "owned_by": uc.Name})
-				data = append(data, raw)
-			}
+	for _, m := range g.modelGroups.exact {
+		if !seen[m.id] {
+			seen[m.id] = true
+			data = append(data, m.raw)
 		}
 	}
 	out, _ := json.Marshal(struct {
@@ -223,8 +282,9 @@ func (g *generation) aggregateModels(ctx context.Context, cred string, allows fu
 	return out, true
 }
 
-// fetchModels gets one client's model list, keeping the models its match rules accept. Any
-// failure gives an empty list and failed: one broken upstream must not hide the others.
+// fetchModels gets one client's model list, as the upstream sent it: aggregateModels keeps of
+// it what each client of the fetch group matches. Any failure gives an empty list and failed:
+// one broken upstream must not hide the others.
 func fetchModels(ctx context.Context, uc *upstreamClient, cred string) (list []modelObject, failed bool) {
 	ctx, cancel := context.WithTimeout(ctx, modelsFetchTimeout)
 	defer cancel()
@@ -275,7 +335,7 @@ func fetchModels(ctx context.Context, uc *upstreamClient, cred string) (list []m
 		var m struct {
 			ID string `json:"id"`
 		}
-		if json.Unmarshal(raw, &m) != nil || m.ID == "" || !uc.MatchesModel(m.ID) {
+		if json.Unmarshal(raw, &m) != nil || m.ID == "" {
 			continue
 		}
 		out = append(out, modelObject{id: m.ID, raw: raw})

@@ -216,7 +216,8 @@ type generation struct {
 	idleTimeout     time.Duration // stream_idle_timeout
 	thinking        router.ThinkingFormat
 
-	models *modelsCache
+	models      *modelsCache
+	modelGroups modelGroups
 
 	// wantKeys is set when the strategy needs prompt-affinity keys from the body.
 	wantKeys bool
@@ -280,23 +281,76 @@ func (h *Handler) build(yamlData []byte, prev *generation) (*generation, error) 
 	}
 
 	repl := caddy.NewReplacer()
-	for _, c := range table.Clients {
-		uc, err := newUpstreamClient(h.loadCtx, repl, c, g.thinking, prev)
+	raws := make([]json.RawMessage, len(table.Clients))
+	for i, c := range table.Clients {
+		uc, raw, err := newUpstreamClient(repl, c, g.thinking)
 		if err != nil {
 			g.release()
 			return nil, fmt.Errorf("llm_gateway: client %s: %w", c.Name, err)
 		}
 		g.clients = append(g.clients, uc)
+		raws[i] = raw
 	}
+	if err := g.attachTransports(h.loadCtx, raws, prev); err != nil {
+		g.release()
+		return nil, err
+	}
+	for _, uc := range g.clients {
+		uc.stateKey = uc.Name + "\x00" + uc.base
+		st, _, err := clientStates.LoadOrNew(uc.stateKey, func() (caddy.Destructor, error) {
+			return new(clientState), nil
+		})
+		if err != nil {
+			g.release()
+			return nil, fmt.Errorf("llm_gateway: client %s: %w", uc.Name, err)
+		}
+		uc.state = &st.(*clientState).ClientState
+	}
+	g.modelGroups = newModelGroups(g.clients)
 	return g, nil
 }
 
-// newUpstreamClient prepares client c for a generation. Its transport is prev's when the client
-// is unchanged, otherwise loaded in a context of its own under loadCtx.
-func newUpstreamClient(loadCtx caddy.Context, repl *caddy.Replacer, c *router.Client, thinking router.ThinkingFormat, prev *generation) (*upstreamClient, error) {
+// attachTransports gives every client of g its transport; raws are their transport configs.
+// A client unchanged since prev (same name, base_url and transport) keeps prev's, connection
+// pool included. Clients of one generation with the same base_url and transport config share
+// one transport, so a config of thousands of clients of one upstream loads one transport, not
+// thousands, each with its own pool. The rest are loaded, each in a context of its own under
+// loadCtx. Each client holds a reference to its transport.
+func (g *generation) attachTransports(loadCtx caddy.Context, raws []json.RawMessage, prev *generation) error {
+	shared := make(map[string]*sharedTransport)
+	key := func(i int) string { return g.clients[i].base + "\x00" + string(raws[i]) }
+	for i, uc := range g.clients {
+		if p := prev.client(uc.Name); p != nil && p.base == uc.base && bytes.Equal(p.transport.raw, raws[i]) {
+			uc.transport = p.transport.acquire()
+			if k := key(i); shared[k] == nil {
+				shared[k] = uc.transport
+			}
+		}
+	}
+	for i, uc := range g.clients {
+		if uc.transport != nil {
+			continue
+		}
+		k := key(i)
+		if t := shared[k]; t != nil {
+			uc.transport = t.acquire()
+			continue
+		}
+		t, err := loadTransport(loadCtx, raws[i])
+		if err != nil {
+			return fmt.Errorf("llm_gateway: client %s: %w", uc.Name, err)
+		}
+		uc.transport, shared[k] = t, t
+	}
+	return nil
+}
+
+// newUpstreamClient prepares client c for a generation, and returns it with the configuration
+// of its transport, which the caller loads or shares (attachTransports).
+func newUpstreamClient(repl *caddy.Replacer, c *router.Client, thinking router.ThinkingFormat) (*upstreamClient, json.RawMessage, error) {
 	base, u, err := router.ParseBaseURL(repl.ReplaceKnown(c.BaseURL, ""))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// A slash before a query ("/v1/?api-version=…") is trimmed too: paths are appended to it.
 	u.Path, u.RawPath = strings.TrimRight(u.Path, "/"), ""
@@ -314,14 +368,14 @@ func newUpstreamClient(loadCtx caddy.Context, repl *caddy.Replacer, c *router.Cl
 	if c.APIKey != "" && uc.apiKey == "" {
 		// An unset {env.X}: falling back to the caller's key would send callers' credentials
 		// to an upstream meant to get the operator's (SPEC §2.4).
-		return nil, fmt.Errorf("api_key %q expands to an empty key; set the variable, or remove api_key to pass the caller's key through", c.APIKey)
+		return nil, nil, fmt.Errorf("api_key %q expands to an empty key; set the variable, or remove api_key to pass the caller's key through", c.APIKey)
 	}
 	tf := c.ThinkingFormat
 	if tf == "" {
 		tf = thinking
 	}
 	if uc.format, err = sse.ParseFormat(string(tf)); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for name, value := range c.Headers {
 		uc.headers = append(uc.headers, newHeaderValue(repl, name, value))
@@ -336,25 +390,10 @@ func newUpstreamClient(loadCtx caddy.Context, repl *caddy.Replacer, c *router.Cl
 		// https upstreams; keep any TLS settings the operator gave.
 		raw, err = enableTLS(raw)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	if p := prev.client(c.Name); p != nil && p.base == base && bytes.Equal(p.transport.raw, raw) {
-		uc.transport = p.transport.acquire()
-	} else if uc.transport, err = loadTransport(loadCtx, raw); err != nil {
-		return nil, err
-	}
-
-	uc.stateKey = c.Name + "\x00" + base
-	st, _, err := clientStates.LoadOrNew(uc.stateKey, func() (caddy.Destructor, error) {
-		return new(clientState), nil
-	})
-	if err != nil {
-		uc.transport.release()
-		return nil, err
-	}
-	uc.state = &st.(*clientState).ClientState
-	return uc, nil
+	return uc, raw, nil
 }
 
 // enableTLS adds an empty "tls" object to a transport config that has none.
@@ -445,8 +484,12 @@ func (g *generation) client(name string) *upstreamClient {
 // or when building it failed.
 func (g *generation) release() {
 	for _, c := range g.clients {
-		_, _ = clientStates.Delete(c.stateKey)
-		c.transport.release()
+		if c.state != nil {
+			_, _ = clientStates.Delete(c.stateKey)
+		}
+		if c.transport != nil {
+			c.transport.release()
+		}
 	}
 }
 

@@ -514,7 +514,38 @@ type MatchRule struct {
 	// Values are the keywords, names or expressions; any one matching is enough. Required.
 	Values []string `json:"values"`
 
-	regexps []*regexp.Regexp
+	// A regex rule's compiled values: for each, either the fixed strings it stands for (see
+	// analyzeRegex), compared without running a regex and indexed by Table, or else the regex.
+	literals []regexLiterals
+	regexps  []*regexp.Regexp // nil where literals[i] has a kind
+}
+
+// regexLiterals is a regex that matches exactly the names that equal, start with, end with or
+// contain one of strs, according to kind; litNone for any other regex.
+type regexLiterals struct {
+	kind litKind
+	strs []string
+}
+
+// matches reports whether model matches the regex l stands for; l.kind is not litNone.
+func (l *regexLiterals) matches(model string) bool {
+	for _, s := range l.strs {
+		var ok bool
+		switch l.kind {
+		case litExact:
+			ok = model == s
+		case litPrefix:
+			ok = strings.HasPrefix(model, s)
+		case litSuffix:
+			ok = strings.HasSuffix(model, s)
+		case litSubstr:
+			ok = strings.Contains(model, s)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Compile validates the rule and prepares its regular expressions. It is idempotent.
@@ -526,20 +557,25 @@ func (m *MatchRule) Compile() error {
 	case MatchKeyword, MatchExact:
 		return nil
 	case MatchRegex:
-		if len(m.regexps) == len(m.Values) {
+		if len(m.literals) == len(m.Values) {
 			return nil
 		}
-		// Build into a local slice so a failed Compile leaves no half-filled list behind that a
+		// Build into local slices so a failed Compile leaves no half-filled list behind that a
 		// second call would mistake for a finished one.
 		res := make([]*regexp.Regexp, len(m.Values))
+		lits := make([]regexLiterals, len(m.Values))
 		for i, v := range m.Values {
 			re, err := regexp.Compile(v)
 			if err != nil {
 				return fmt.Errorf("match regex %q: %w", v, err)
 			}
-			res[i] = re
+			// A regex that stands for fixed strings is compared as them; its compiled form,
+			// some KiB, is not kept: configs of thousands of ^model-N$ rules exist.
+			if lits[i].kind, lits[i].strs = analyzeRegex(v); lits[i].kind == litNone {
+				res[i] = re
+			}
 		}
-		m.regexps = res
+		m.regexps, m.literals = res, lits
 		return nil
 	}
 	return fmt.Errorf("unknown match type %q (want keyword, exact or regex)", string(m.Type))
@@ -561,8 +597,8 @@ func (m *MatchRule) Matches(model string) bool {
 			}
 		}
 	case MatchRegex:
-		for _, re := range m.regexps {
-			if re.MatchString(model) {
+		for i, re := range m.regexps {
+			if re != nil && re.MatchString(model) || re == nil && m.literals[i].matches(model) {
 				return true
 			}
 		}

@@ -365,17 +365,3 @@ func BenchmarkOrder(b *testing.B) {
 		})
 	}
 }
-
-func BenchmarkCandidates(b *testing.B) {
-	tb := mustTable(b,
-		client("a", 1, keyword("gpt-4")),
-		client("b", 1, exact("gpt-4o", "gpt-4o-mini")),
-		client("c", 1, regex(`^claude-`)),
-		client("d", 1, keyword("qwen", "llama")),
-	)
-	dst := make([]int, 0, 4)
-	b.ReportAllocs()
-	for b.Loop() {
-		dst = tb.Candidates("gpt-4o-mini", dst[:0])
-	}
-}

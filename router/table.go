@@ -13,6 +13,7 @@ type Table struct {
 	Clients []*Client
 
 	byName ClientNames
+	index  modelIndex
 }
 
 // NewTable compiles the match rules of clients and indexes them by name. It rejects nil clients,
@@ -39,18 +40,29 @@ func NewTable(clients []*Client) (*Table, error) {
 			}
 		}
 	}
+	t.index = newModelIndex(t.Clients)
 	return t, nil
 }
 
 // Candidates appends to dst the indices of the clients serving model, in config order, and
 // returns the extended slice. Every matching client is a candidate: there is no precedence
 // between rules and no "first match wins". Pass a reused dst[:0] to avoid allocating.
+//
+// Its cost does not grow with the number of clients, only with the number of rules that no
+// index holds (keywords and regexes that are not a few fixed strings), and their results are
+// cached per model (see modelIndex and candCache).
 func (t *Table) Candidates(model string, dst []int) []int {
-	for i, c := range t.Clients {
-		if c.MatchesModel(model) {
-			dst = append(dst, i)
-		}
+	c := t.index.cache
+	if c == nil {
+		return t.index.lookup(model, dst)
 	}
+	e, h := c.get(model)
+	if e != nil {
+		return append(dst, e.cands...)
+	}
+	n := len(dst)
+	dst = t.index.lookup(model, dst)
+	c.put(h, model, dst[n:])
 	return dst
 }
 
