@@ -11,33 +11,38 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// chatBody returns a chat completion request of about size bytes.
-func chatBody(size int, stream bool) []byte {
-	head := `{"model":"gpt-4o","stream":false,"messages":[{"role":"user","content":"`
-	if stream {
-		head = `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"`
-	}
+// chatBody returns a chat completion request for model of about size bytes.
+func chatBody(model string, size int, stream bool) []byte {
+	head := `{"model":"` + model + `","stream":` + strconv.FormatBool(stream) + `,"messages":[{"role":"user","content":"`
 	const tail = `"}]}`
 	n := max(size-len(head)-len(tail), 0)
 	return []byte(head + strings.Repeat("lorem ipsum ", n/12+1)[:n] + tail)
 }
 
 // newClient returns a keep-alive client for one target that never shares a
-// connection with another target and never asks for compression.
-func newClient(idle int) *http.Client {
-	return &http.Client{Transport: &http.Transport{
+// connection with another target and never asks for compression. With h2c it
+// speaks only HTTP/2 without TLS (prior knowledge), many streams to a
+// connection.
+func newClient(idle int, h2c bool) *http.Client {
+	t := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		MaxIdleConnsPerHost:   idle,
 		IdleConnTimeout:       time.Minute,
 		ResponseHeaderTimeout: 30 * time.Second,
 		DisableCompression:    true,
-	}}
+	}
+	if h2c {
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return &http.Client{Transport: t}
 }
 
 // sample is what one load phase observed.

@@ -4,48 +4,73 @@
 // in front of the same fake upstream, as SPEC.md §11 asks. Run it from the
 // repository root:
 //
-//	go run ./bench -rounds 3 -out docs/benchmarks.md
-//	go run ./bench -quick        # a one-minute smoke run
+//	go run ./bench -out docs/benchmarks.md           # about 8.5 minutes
+//	go run ./bench -repeat 3 -out docs/benchmarks.md # three runs back to back, about 26 minutes
+//	go run ./bench -quick                            # a smoke run of about a minute
 //
 // It builds cmd/caddy and cmd/fakeupstream into a temporary directory (or
-// uses -caddy and -fake), starts the fake upstream and three Caddy processes
-// of the same binary — reverse_proxy with flush_interval -1, llm_gateway,
-// and llm_gateway with the llm_audit app storing full bodies — each in its
-// own process so that /proc/<pid>/stat charges each one its own CPU. A load
-// generator in this process then drives identical loopback load at every
-// target, the fake itself included as the "direct" baseline:
+// uses -caddy and -fake), starts the fake upstream and Caddy processes of the
+// same binary — reverse_proxy with flush_interval -1, llm_gateway, and
+// llm_gateway with the llm_audit app storing full bodies, and more for the
+// phases below — each in its own process so that /proc/<pid>/stat charges
+// each one its own CPU. A load generator in this process then drives
+// identical loopback load at every target, the fake itself included as the
+// "direct" baseline:
 //
 //   - non-stream chat, 2 KB request body, at concurrency 1 and 32;
 //   - streaming chat, 64 chunks per stream;
-//   - 5,000 concurrent open streams (fresh proxy processes, RSS per stream);
+//   - 5,000 concurrent open streams (fresh proxy processes, RSS and
+//     goroutines per stream), once over HTTP/1.1 and once over h2c on both
+//     sides (server protocols h1 h2c, a load client speaking only unencrypted
+//     HTTP/2, transport http { versions h2c } to the fake, which counts the
+//     HTTP/2 requests it gets: the phase fails if the proxy fell back to
+//     HTTP/1.1);
 //   - 2,000 req/s open-loop non-stream load, audit on and off, with the
 //     audit rows counted against the requests sent;
 //   - the audit writer's sustained rows/s with 2 KB + 1 KB bodies, the
 //     llm_audit app run in this process and fed as fast as it commits;
 //   - the audit's cost at saturation: non-stream c=32 and streams c=16 at
-//     llm_gateway with audit off, with bodies full and with bodies none (a
-//     fourth Caddy process);
+//     llm_gateway with audit off, with bodies full and with bodies none;
 //   - what gateway keys add to a call: non-stream c=1 at llm_gateway without
 //     keys, with a keys block counting in-process, and with the keys counted
 //     in a redis-server the benchmark starts (skipped, with a note, without
-//     one): two more Caddy processes.
+//     one);
+//   - routing against config size: non-stream c=16 at llm_gateway with 1
+//     client, 1,000 and 10,000 clients of match regex ^model-N$ and 10,000 of
+//     match exact model-N, asking for the last client's model.
 //
-// -only runs the phases whose name contains its text, e.g.
+// -only runs the phases whose name contains its text (and starts only their
+// processes), e.g.
 //
 //	go run ./bench -only "audit saturated"
 //	go run ./bench -only keys
+//	go run ./bench -only routing
+//
+// Pinning (-pin, on by default): with at least two CPUs and taskset(1), every
+// Caddy process runs under taskset on the first CPU this process may use,
+// alone, and this process (every thread, by sched_setaffinity, after the
+// build), the fake upstream and redis-server on the others. The proxy's CPU
+// per call is then its own work only: unpinned, it moved with what the load
+// generator did on the same CPU at the time. Each measurement is preceded by
+// the phase's own load, unmeasured, for 500 ms, so that it starts with the
+// connections open and the heap at its working size.
 //
 // Every phase runs once per target per round, targets interleaved (and
-// rotated between rounds), and every figure is the median over rounds. The
+// rotated between rounds), and every figure is the median over rounds; a CPU
+// ratio of two targets is the median of the ratios within each round, which
+// cancels what drifts slower than a round (other work on a shared machine). The
 // result is one Markdown table, printed and written to -out together with
-// the command line and the machine it ran on. With -before, the report
-// also keeps an earlier one verbatim as "Before", this run as "After",
-// and compares the two:
+// the command line and the machine it ran on. -repeat N runs the whole
+// benchmark N times back to back (fresh processes each time) and adds, per
+// CPU ratio of the checks, each run's value and their spread (the largest
+// deviation from the median, held to ±3%); the tables are the last run's.
+// With -before, the report also keeps an earlier one verbatim as "Before",
+// this run as "After", and compares the two:
 //
-//	go run ./bench -rounds 3 -pprof -before docs/benchmarks-before.md -out docs/benchmarks.md
+//	go run ./bench -pprof -before docs/benchmarks-before.md -out docs/benchmarks.md
 //
 // Linux only: it reads /proc, and raises RLIMIT_NOFILE to its hard limit
-// (which the child processes inherit) for the open-streams phase.
+// (which the child processes inherit) for the open-streams phases.
 package main
 
 import (
@@ -76,6 +101,8 @@ type options struct {
 	pprof    bool
 	keep     bool
 	only     string
+	pin      bool
+	repeat   int
 }
 
 // plan is the size and length of every phase, derived from the options.
@@ -87,19 +114,23 @@ type plan struct {
 	streamConc  int
 	openStreams int
 	rate        int
-	rateFor     time.Duration
+	rateFor     time.Duration // long enough for 100 ticks of the gateway's CPU at 2,000 req/s
+	routeFor    time.Duration // routing phase, non-stream c=16
 	writerFor   time.Duration // audit writer fed at its own pace
+	warmFor     time.Duration // the phase's own load, unmeasured, before each measurement
 	settle      time.Duration // after each phase, before CPU is read again
 }
 
 func (o options) plan() plan {
 	p := plan{
-		rounds: o.rounds, c1For: 2 * time.Second, c32For: 3 * time.Second,
-		streamFor: 3 * time.Second, streamConc: 16, openStreams: o.streams,
-		rate: o.rate, rateFor: 3 * time.Second, writerFor: 3 * time.Second, settle: 250 * time.Millisecond,
+		rounds: o.rounds, c1For: 2 * time.Second, c32For: 2 * time.Second,
+		streamFor: 2 * time.Second, streamConc: 16, openStreams: o.streams,
+		rate: o.rate, rateFor: 5 * time.Second, routeFor: 2 * time.Second, writerFor: 2 * time.Second,
+		warmFor: 500 * time.Millisecond, settle: 250 * time.Millisecond,
 	}
 	if o.quick {
-		p.c1For, p.c32For, p.streamFor, p.rateFor, p.writerFor = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, time.Second, time.Second
+		p.c1For, p.c32For, p.streamFor, p.rateFor, p.routeFor, p.writerFor = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, time.Second, 500*time.Millisecond, time.Second
+		p.warmFor = 100 * time.Millisecond
 		p.openStreams = min(p.openStreams, 1000)
 	}
 	return p
@@ -107,7 +138,7 @@ func (o options) plan() plan {
 
 func main() {
 	var o options
-	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; every figure is the median over them")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds; every figure is the median over them, every CPU ratio the median of the rounds' ratios")
 	flag.BoolVar(&o.quick, "quick", false, "short phases and at most 1,000 open streams: a smoke run of about a minute")
 	flag.StringVar(&o.out, "out", "", "also write the report (Markdown) to this file, e.g. docs/benchmarks.md")
 	flag.StringVar(&o.before, "before", "", "an earlier report (Markdown, as -out writes it) to keep in the report as \"Before\", compared with this run as \"After\", e.g. docs/benchmarks-before.md")
@@ -118,6 +149,8 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 2000, "request rate of the audit phase, per second")
 	flag.BoolVar(&o.pprof, "pprof", false, "report the top functions of CPU profiles of reverse_proxy and llm_gateway under non-stream and streaming load (taken after the rounds), and of a heap profile of llm_gateway with all streams open")
 	flag.StringVar(&o.only, "only", "", "run only the phases whose name contains this text, e.g. \"audit saturated\"")
+	flag.BoolVar(&o.pin, "pin", true, "pin each Caddy process to one CPU and this process, the fake upstream and redis-server to the others (needs 2 CPUs and taskset)")
+	flag.IntVar(&o.repeat, "repeat", 1, "run the whole benchmark this many times back to back and report, per CPU ratio, each run's value and their spread")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, configs, logs, audit database, profiles)")
 	flag.Parse()
 	// Importing the audit package brings in Caddy, which sends the standard
@@ -125,8 +158,8 @@ func main() {
 	log.SetOutput(os.Stderr)
 	log.SetPrefix("")
 	log.SetFlags(log.Ltime)
-	if o.rounds < 1 || o.streams < 1 || o.rate < 1 {
-		log.Fatal("bench: -rounds, -streams and -rate must be positive")
+	if o.rounds < 1 || o.streams < 1 || o.rate < 1 || o.repeat < 1 {
+		log.Fatal("bench: -rounds, -streams, -rate and -repeat must be positive")
 	}
 	if err := run(o); err != nil {
 		log.Fatalf("bench: %v", err)
@@ -161,86 +194,42 @@ func run(o options) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	env := describeMachine()
 
 	log.Print("building binaries")
 	caddyBin, fakeBin, err := buildBinaries(o.repo, dir, o.caddyBin, o.fakeBin)
 	if err != nil {
 		return err
 	}
-
-	b, err := newBench(dir, caddyBin, fakeBin, p)
-	if err != nil {
+	// Pinned after the build, which may use every CPU; the children inherit nothing from it.
+	pin := planPinning(!o.pin)
+	if err := pin.pinSelf(); err != nil {
 		return err
 	}
-	defer b.close()
-	if o.pprof {
-		b.heapProfile = filepath.Join(dir, "gateway-open-streams.heap")
-	}
+	log.Printf("CPUs: %s", pin.describe())
 
-	scenarios := b.scenarios()
-	if o.only != "" {
-		scenarios = slices.DeleteFunc(scenarios, func(s scenario) bool { return !strings.Contains(s.name, o.only) })
-		if len(scenarios) == 0 {
-			return fmt.Errorf("-only %q matches no phase", o.only)
+	var runs []result
+	for i := range o.repeat {
+		if o.repeat > 1 {
+			log.Printf("run %d/%d", i+1, o.repeat)
 		}
-	}
-	results := make([][][]measurement, len(scenarios))
-	for i, s := range scenarios {
-		results[i] = make([][]measurement, len(s.targets))
-	}
-	for r := range p.rounds {
-		for i, s := range scenarios {
-			if err := b.fake.set(s.fake); err != nil {
-				return err
-			}
-			n := len(s.targets)
-			for k := range n {
-				j := (k + r) % n // rotate the order between rounds
-				t := b.targets[s.targets[j]]
-				log.Printf("round %d/%d: %s → %s", r+1, p.rounds, s.name, t.name)
-				m, err := s.run(t)
-				if err != nil {
-					return fmt.Errorf("round %d, %s, %s: %w", r+1, s.name, t.name, err)
-				}
-				if m.errs > 0 {
-					log.Printf("  %d errors, first: %v", m.errs, m.firstErr)
-				}
-				results[i][j] = append(results[i][j], m)
-			}
-		}
-	}
-
-	var profiles []profile
-	if o.pprof {
-		if err := b.fake.set(fakeSteady); err != nil {
+		// Profiles once, in the last run: they are not what the runs are compared on.
+		withProfiles := o.pprof && i == o.repeat-1
+		r, err := runOnce(o, p, pin, filepath.Join(dir, fmt.Sprintf("run-%d", i+1)), caddyBin, fakeBin, withProfiles)
+		if err != nil {
 			return err
 		}
-		for _, stream := range []bool{false, true} {
-			for _, id := range []targetID{targetReverseProxy, targetGateway} {
-				pr, err := b.profile(b.targets[id], caddyBin, stream)
-				if err != nil {
-					return err
-				}
-				profiles = append(profiles, pr)
-			}
-		}
-		top, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=15", caddyBin, b.heapProfile).Output()
-		if err != nil {
-			return fmt.Errorf("go tool pprof %s: %w", b.heapProfile, err)
-		}
-		profiles = append(profiles, profile{
-			title: fmt.Sprintf("Heap in use: llm_gateway with %d open streams (%d goroutines)", p.openStreams, b.goroutines),
-			top:   string(top),
-		})
+		runs = append(runs, r)
 	}
-
-	audit, err := b.finishAudit()
-	if err != nil {
-		return err
+	last := runs[len(runs)-1]
+	var spread []spreadRow
+	if len(runs) > 1 {
+		reps := make([]report, len(runs))
+		for i, r := range runs {
+			reps[i] = r.rep
+		}
+		spread = spreads(reps)
 	}
-	env.finish()
-	report := render(o, env, b, tabulate(p, scenarios, results), audit, profiles, before, o.before)
+	report := render(o, last.env, last.b, last.rep, last.audit, last.profiles, before, o.before, spread)
 	fmt.Print(report)
 	if o.out != "" {
 		// Sections written by hand (micro-benchmarks the harness does not run) survive a rewrite.
@@ -251,6 +240,104 @@ func run(o options) error {
 		log.Printf("wrote %s", o.out)
 	}
 	return nil
+}
+
+// result is one whole run of the benchmark.
+type result struct {
+	env      *machine
+	b        *bench
+	rep      report
+	audit    auditSummary
+	profiles []profile
+}
+
+// runOnce runs every selected phase for p.rounds rounds with fresh processes in dir.
+func runOnce(o options, p plan, pin pinning, dir, caddyBin, fakeBin string, withProfiles bool) (result, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return result{}, err
+	}
+	env := describeMachine()
+	b, err := newBench(dir, caddyBin, fakeBin, p, pin)
+	if err != nil {
+		return result{}, err
+	}
+	defer b.close()
+	if withProfiles {
+		b.heapProfile = filepath.Join(dir, "gateway-open-streams.heap")
+	}
+
+	scenarios := b.scenarios()
+	if o.only != "" {
+		scenarios = slices.DeleteFunc(scenarios, func(s scenario) bool { return !strings.Contains(s.name, o.only) })
+		if len(scenarios) == 0 {
+			return result{}, fmt.Errorf("-only %q matches no phase", o.only)
+		}
+	}
+	started := scenarios
+	if withProfiles {
+		started = append(slices.Clip(started), scenario{targets: []targetID{targetReverseProxy, targetGateway}})
+	}
+	if err := b.start(started); err != nil {
+		return result{}, err
+	}
+	results := make([][][]measurement, len(scenarios))
+	for i, s := range scenarios {
+		results[i] = make([][]measurement, len(s.targets))
+	}
+	for r := range p.rounds {
+		for i, s := range scenarios {
+			if err := b.fake.set(s.fake); err != nil {
+				return result{}, err
+			}
+			n := len(s.targets)
+			for k := range n {
+				j := (k + r) % n // rotate the order between rounds
+				t := b.targets[s.targets[j]]
+				log.Printf("round %d/%d: %s → %s", r+1, p.rounds, s.name, t.name)
+				m, err := s.run(t)
+				if err != nil {
+					return result{}, fmt.Errorf("round %d, %s, %s: %w", r+1, s.name, t.name, err)
+				}
+				if m.errs > 0 {
+					log.Printf("  %d errors, first: %v", m.errs, m.firstErr)
+				}
+				results[i][j] = append(results[i][j], m)
+			}
+		}
+	}
+
+	var profiles []profile
+	if withProfiles {
+		if err := b.fake.set(fakeSteady); err != nil {
+			return result{}, err
+		}
+		for _, stream := range []bool{false, true} {
+			for _, id := range []targetID{targetReverseProxy, targetGateway} {
+				pr, err := b.profile(b.targets[id], caddyBin, stream)
+				if err != nil {
+					return result{}, err
+				}
+				profiles = append(profiles, pr)
+			}
+		}
+		if _, err := os.Stat(b.heapProfile); err == nil {
+			top, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=15", caddyBin, b.heapProfile).Output()
+			if err != nil {
+				return result{}, fmt.Errorf("go tool pprof %s: %w", b.heapProfile, err)
+			}
+			profiles = append(profiles, profile{
+				title: fmt.Sprintf("Heap in use: llm_gateway with %d open streams (%d goroutines)", p.openStreams, b.goroutines),
+				top:   string(top),
+			})
+		}
+	}
+
+	audit, err := b.finishAudit()
+	if err != nil {
+		return result{}, err
+	}
+	env.finish()
+	return result{env: env, b: b, rep: tabulate(p, scenarios, results), audit: audit, profiles: profiles}, nil
 }
 
 // handWritten starts the part of the -out file that the benchmark keeps as it is when it rewrites

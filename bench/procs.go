@@ -103,13 +103,13 @@ type process struct {
 	done chan struct{} // closed when the process exited
 }
 
-func startProcess(dir, name, bin string, args ...string) (*process, error) {
+// startProcess starts cmd (made by pinning.command) as the process name.
+func startProcess(dir, name string, cmd *exec.Cmd) (*process, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Caddy's autosave and storage go to the work dir, never the user's.
 	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
@@ -223,51 +223,90 @@ const (
 	kindGatewayKeys      // llm_gateway with a keys block: benchKey, counted in-process or in keyStore
 )
 
+// proxyConfig is what one Caddy process under test is configured with.
+type proxyConfig struct {
+	kind     proxyKind
+	auditDB  string // kindGatewayAudit, kindGatewayAuditNone
+	keyStore string // kindGatewayKeys: the keys block's store URL; empty for in-process counters
+	// h2c serves HTTP/1.1 and HTTP/2 without TLS (protocols h1 h2c) and speaks only h2c to the
+	// fake upstream (transport http { versions h2c }).
+	h2c bool
+	// clients, when set, replaces the one client (match keyword gpt) by that many, client i
+	// matching model-i (match regex ^model-i$, or match exact with exact), the last one
+	// routeModel.
+	clients int
+	exact   bool
+}
+
 // caddyfile renders the config of a proxy on port, in front of the fake on
 // fakePort. The proxies share everything but the handler (and the audit
 // app); admin stays on, on its own port, so that the profiler can be reached.
-// keyStore is the keys block's store URL of kindGatewayKeys, empty for
-// in-process counters.
-func caddyfile(kind proxyKind, port, adminPort, fakePort int, auditDB, keyStore string) string {
-	var audit, handler, keys string
-	if kind == kindGatewayKeys {
+func caddyfile(c proxyConfig, port, adminPort, fakePort int) string {
+	var global, audit, handler, keys, transport string
+	if c.h2c {
+		global = "\tservers {\n\t\tprotocols h1 h2c\n\t}\n"
+		transport = "\t\ttransport http {\n\t\t\tversions h2c\n\t\t}\n"
+	}
+	if c.kind == kindGatewayKeys {
 		store := ""
-		if keyStore != "" {
-			store = "\t\t\tstore " + keyStore + "\n"
+		if c.keyStore != "" {
+			store = "\t\t\tstore " + c.keyStore + "\n"
 		}
 		// Limits far above any phase's calls, so that every call is counted (the store's
 		// round trips happen) and none is refused.
 		keys = fmt.Sprintf("\t\tkeys {\n%s\t\t\tkey bench {\n\t\t\t\tsecret %s\n\t\t\t\trpm 100000000\n\t\t\t\ttpm 1000000000000\n\t\t\t\tconcurrency 100000\n\t\t\t}\n\t\t}\n", store, benchKey)
 	}
-	switch kind {
-	case kindReverseProxy:
-		handler = fmt.Sprintf("reverse_proxy 127.0.0.1:%d {\n\t\tflush_interval -1\n\t}", fakePort)
+	switch {
+	case c.kind == kindReverseProxy:
+		handler = fmt.Sprintf("reverse_proxy 127.0.0.1:%d {\n\t\tflush_interval -1\n%s\t}", fakePort, transport)
+	case c.clients > 0:
+		var w strings.Builder
+		w.WriteString("llm_gateway {\n")
+		match := "regex"
+		if c.exact {
+			match = "exact"
+		}
+		for i := range c.clients {
+			model := fmt.Sprintf("model-%d", i)
+			if i == c.clients-1 {
+				model = routeModel
+			}
+			if !c.exact {
+				model = "^" + model + "$"
+			}
+			fmt.Fprintf(&w, "\t\tclient c%d {\n\t\t\tbase_url http://127.0.0.1:%d/v1\n\t\t\tmatch %s %s\n\t\t}\n", i, fakePort, match, model)
+		}
+		w.WriteString("\t}")
+		handler = w.String()
 	default:
-		handler = fmt.Sprintf("llm_gateway {\n\t\tclient fake {\n\t\t\tbase_url http://127.0.0.1:%d/v1\n\t\t\tmatch keyword gpt\n\t\t}\n%s\t}", fakePort, keys)
+		if transport != "" {
+			transport = "\t" + strings.ReplaceAll(transport, "\n\t", "\n\t\t")
+		}
+		handler = fmt.Sprintf("llm_gateway {\n\t\tclient fake {\n\t\t\tbase_url http://127.0.0.1:%d/v1\n\t\t\tmatch keyword gpt\n%s\t\t}\n%s\t}", fakePort, transport, keys)
 	}
-	switch kind {
+	switch c.kind {
 	case kindGatewayAudit:
-		audit = fmt.Sprintf("\tllm_audit {\n\t\tpath %s\n\t\tbodies full\n\t\trotate off\n\t}\n", auditDB)
+		audit = fmt.Sprintf("\tllm_audit {\n\t\tpath %s\n\t\tbodies full\n\t\trotate off\n\t}\n", c.auditDB)
 	case kindGatewayAuditNone:
-		audit = fmt.Sprintf("\tllm_audit {\n\t\tpath %s\n\t\tbodies none\n\t\trotate off\n\t}\n", auditDB)
+		audit = fmt.Sprintf("\tllm_audit {\n\t\tpath %s\n\t\tbodies none\n\t\trotate off\n\t}\n", c.auditDB)
 	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	persist_config off
 	auto_https off
 	grace_period 5s
-%s}
+%s%s}
 
 http://:%d {
 	bind 127.0.0.1
 	%s
 }
-`, adminPort, audit, port, handler)
+`, adminPort, global, audit, port, handler)
 }
 
-// startCaddy writes and runs the config of one proxy and waits until it
-// answers.
-func startCaddy(dir, name, caddyBin string, kind proxyKind, fakePort int, auditDB, keyStore string) (*process, int, int, error) {
+// startCaddy writes and runs the config of one proxy, pinned to the proxy CPU, and waits until
+// it answers.
+func startCaddy(pin pinning, dir, name, caddyBin string, c proxyConfig, fakePort int) (*process, int, int, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, 0, 0, err
@@ -277,14 +316,15 @@ func startCaddy(dir, name, caddyBin string, kind proxyKind, fakePort int, auditD
 		return nil, 0, 0, err
 	}
 	cf := filepath.Join(dir, name+".caddyfile")
-	if err := os.WriteFile(cf, []byte(caddyfile(kind, port, adminPort, fakePort, auditDB, keyStore)), 0o644); err != nil {
+	if err := os.WriteFile(cf, []byte(caddyfile(c, port, adminPort, fakePort)), 0o644); err != nil {
 		return nil, 0, 0, err
 	}
-	p, err := startProcess(dir, name, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+	p, err := startProcess(dir, name, pin.command(true, caddyBin, "run", "--config", cf, "--adapter", "caddyfile"))
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	if err := p.waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", port), 15*time.Second); err != nil {
+	// Provisioning 10,000 clients takes a while.
+	if err := p.waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/", port), 3*time.Minute); err != nil {
 		p.stop(time.Second)
 		return nil, 0, 0, err
 	}
@@ -304,6 +344,25 @@ func (f fakeControl) set(settings string) error {
 		return fmt.Errorf("fake settings %s: status %d", settings, resp.StatusCode)
 	}
 	return nil
+}
+
+// http2 returns how many API requests the fake has received over HTTP/2.
+func (f fakeControl) http2() (int64, error) {
+	var st struct {
+		HTTP2 *int64 `json:"http2"`
+	}
+	resp, err := http.Get(f.base + "/_fake/stats")
+	if err != nil {
+		return 0, fmt.Errorf("fake stats: %w", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return 0, fmt.Errorf("fake stats: %w", err)
+	}
+	if st.HTTP2 == nil {
+		return 0, errors.New("fake stats: no http2 counter (an older fake upstream binary?)")
+	}
+	return *st.HTTP2, nil
 }
 
 // waitIdle polls the fake's in-flight counter until it drops to zero, so a
@@ -386,7 +445,7 @@ func settledRows(path string, want int64) (int64, error) {
 // startRedis runs a redis-server (Debian's package) on a free loopback port, without persistence,
 // for the keyed target that counts in Redis, and waits until it answers PING. Without
 // redis-server on PATH it returns ok false and no error: that target is then skipped.
-func startRedis(dir string) (p *process, port int, ok bool, err error) {
+func startRedis(pin pinning, dir string) (p *process, port int, ok bool, err error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, 0, false, nil
@@ -398,8 +457,8 @@ func startRedis(dir string) (p *process, port int, ok bool, err error) {
 	if err := os.MkdirAll(rdir, 0o755); err != nil {
 		return nil, 0, false, err
 	}
-	p, err = startProcess(dir, "redis", bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", rdir, "--daemonize", "no", "--loglevel", "warning")
+	p, err = startProcess(dir, "redis", pin.command(false, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", rdir, "--daemonize", "no", "--loglevel", "warning"))
 	if err != nil {
 		return nil, 0, false, err
 	}

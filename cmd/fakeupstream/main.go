@@ -4,6 +4,10 @@
 //
 //	go run ./cmd/fakeupstream -addr 127.0.0.1:9001 -name fake1 -chunks 64
 //
+// With -h2c it also speaks HTTP/2 without TLS to clients that open with the
+// HTTP/2 preface (Caddy's transport http { versions h2c }); GET /_fake/stats
+// counts those requests as "http2".
+//
 // The flags set the initial settings; change them at run time with
 // POST /_fake/settings (JSON, durations as Go duration strings, absent
 // fields unchanged), reset them with DELETE /_fake/settings, and read the
@@ -25,6 +29,7 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9001", "listen address")
 	name := flag.String("name", "fake", "server name, shown in answers (\"hello from <name>\")")
+	h2c := flag.Bool("h2c", false, "serve HTTP/2 without TLS (prior knowledge) besides HTTP/1.1 on the same address")
 	var set fakeupstream.Settings
 	flag.IntVar(&set.Chunks, "chunks", fakeupstream.DefaultChunks, "content chunks per stream")
 	flag.DurationVar(&set.ChunkDelay, "chunk-delay", 0, "pause between stream chunks")
@@ -32,7 +37,11 @@ func main() {
 	flag.StringVar(&set.Content, "content", "", "assistant text (default \"hello from <name>\")")
 	flag.Parse()
 
-	srv, err := fakeupstream.Listen(*name, *addr)
+	listen := fakeupstream.Listen
+	if *h2c {
+		listen = fakeupstream.ListenH2C
+	}
+	srv, err := listen(*name, *addr)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -921,3 +921,50 @@ func readSSE(t *testing.T, c *http.Client, url, body string) []sseEvent {
 		evs = append(evs, sseEvent{string(ev.Name), string(ev.Data), ev.Multiline})
 	}
 }
+
+// TestListenH2C: ListenH2C serves HTTP/2 with prior knowledge (as Caddy's transport with versions
+// h2c speaks it) and HTTP/1.1 on the same port, and counts only the HTTP/2 requests as such, in
+// Stats and on GET /_fake/stats, which the benchmark's h2c phase relies on to fail loudly.
+func TestListenH2C(t *testing.T) {
+	s, err := ListenH2C("h2", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	h1 := &http.Transport{}
+	t.Cleanup(func() {
+		h2.CloseIdleConnections()
+		h1.CloseIdleConnections()
+		if err := s.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+	for range 2 {
+		resp, b := do(t, &http.Client{Transport: h2}, http.MethodPost, s.URL()+"/chat/completions", "application/json", body)
+		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+			t.Fatalf("h2c: %s %d: %s", resp.Proto, resp.StatusCode, b)
+		}
+	}
+	resp, b := do(t, &http.Client{Transport: h1}, http.MethodPost, s.URL()+"/chat/completions", "application/json", body)
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 1 {
+		t.Fatalf("HTTP/1.1: %s %d: %s", resp.Proto, resp.StatusCode, b)
+	}
+	if st := s.Stats(); st.Requests != 3 || st.HTTP2 != 2 || s.HTTP2() != 2 {
+		t.Errorf("stats: %d requests, %d over HTTP/2 (HTTP2() %d), want 3 and 2", st.Requests, st.HTTP2, s.HTTP2())
+	}
+	_, b = do(t, &http.Client{Transport: h1}, http.MethodGet, "http://"+s.Addr()+"/_fake/stats", "", "")
+	var st Stats
+	if err := json.Unmarshal(b, &st); err != nil || st.HTTP2 != 2 {
+		t.Errorf("GET /_fake/stats: %s (%v), want http2 2", b, err)
+	}
+
+	// Listen stays HTTP/1.1 only: a prior-knowledge client fails there.
+	plain, _ := start(t, "h1")
+	req, _ := http.NewRequest(http.MethodPost, plain.URL()+"/chat/completions", strings.NewReader(body))
+	if resp, err := (&http.Client{Transport: h2}).Do(req); err == nil {
+		resp.Body.Close()
+		t.Errorf("h2c to Listen's server: %s, want an error", resp.Proto)
+	}
+}

@@ -42,6 +42,7 @@ type Server struct {
 	plan atomic.Pointer[plan]
 
 	requests  atomic.Int64
+	http2     atomic.Int64
 	cancelled atomic.Int64
 	inFlight  atomic.Int64
 	seq       atomic.Uint64 // source of answer ids
@@ -69,6 +70,7 @@ type Request struct {
 type Stats struct {
 	Name      string           `json:"name"`
 	Requests  int64            `json:"requests"`
+	HTTP2     int64            `json:"http2"` // of Requests, those received over HTTP/2
 	Cancelled int64            `json:"cancelled"`
 	InFlight  int64            `json:"in_flight"`
 	Paths     map[string]int64 `json:"paths"`
@@ -87,9 +89,20 @@ func New(name string) *Server {
 	return s
 }
 
-// Listen returns a fake upstream serving on addr (use "127.0.0.1:0" in
-// tests) until Close.
+// Listen returns a fake upstream serving HTTP/1.1 on addr (use "127.0.0.1:0"
+// in tests) until Close.
 func Listen(name, addr string) (*Server, error) {
+	return listen(name, addr, false)
+}
+
+// ListenH2C is Listen serving HTTP/2 without TLS too: a client that opens with
+// the HTTP/2 preface (prior knowledge, as Caddy's transport with versions h2c
+// does) speaks HTTP/2, any other HTTP/1.1. Stats counts the HTTP/2 requests.
+func ListenH2C(name, addr string) (*Server, error) {
+	return listen(name, addr, true)
+}
+
+func listen(name, addr string, h2c bool) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("fake upstream %s: listen: %w", name, err)
@@ -97,6 +110,11 @@ func Listen(name, addr string) (*Server, error) {
 	s := New(name)
 	s.ln = ln
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	if h2c {
+		s.srv.Protocols = new(http.Protocols)
+		s.srv.Protocols.SetHTTP1(true)
+		s.srv.Protocols.SetUnencryptedHTTP2(true)
+	}
 	s.served = make(chan struct{})
 	go func() {
 		defer close(s.served)
@@ -184,6 +202,9 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 // Answers cut by BreakAfter, Hangup or Close are not counted.
 func (s *Server) Cancelled() int64 { return s.cancelled.Load() }
 
+// HTTP2 returns the number of API requests received over HTTP/2.
+func (s *Server) HTTP2() int64 { return s.http2.Load() }
+
 // InFlight returns the number of API requests being handled.
 func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
@@ -197,7 +218,7 @@ func (s *Server) Count(path string) int64 {
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
-	st := Stats{Name: s.name, Requests: s.Requests(), Cancelled: s.Cancelled(), InFlight: s.InFlight()}
+	st := Stats{Name: s.name, Requests: s.Requests(), HTTP2: s.HTTP2(), Cancelled: s.Cancelled(), InFlight: s.InFlight()}
 	s.mu.Lock()
 	st.Paths = make(map[string]int64, len(s.paths))
 	for k, v := range s.paths {
@@ -284,6 +305,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.requests.Add(1)
+	if r.ProtoMajor == 2 {
+		s.http2.Add(1)
+	}
 	s.inFlight.Add(1)
 	s.mu.Lock()
 	s.paths[r.URL.Path]++
