@@ -88,6 +88,10 @@ type Writer struct {
 	done     chan struct{}      // closed when run returned
 	syncReq  chan chan struct{} // Sync barrier requests
 	closeErr error              // set by run before done is closed
+	full     chan struct{}      // Enqueue's signal that fullAt rows are queued (capacity 1)
+	// fullAt is a batch's worth of rows, or half the queue if that is less: a
+	// queue smaller than a batch must not fill up while the writer lingers.
+	fullAt int
 
 	dropped     atomic.Uint64
 	written     atomic.Uint64
@@ -138,6 +142,8 @@ func openWriter(cfg writerConfig) (*Writer, error) {
 		cfg:     cfg,
 		queue:   make(chan item, cfg.queueSize),
 		stop:    make(chan struct{}),
+		full:    make(chan struct{}, 1),
+		fullAt:  max(1, min(cfg.batchSize, cfg.queueSize/2)),
 		done:    make(chan struct{}),
 		syncReq: make(chan chan struct{}),
 		st:      st,
@@ -175,6 +181,13 @@ func (w *Writer) enqueue(r *Record, pol *policy) bool {
 		select {
 		case w.queue <- item{rec: r, pol: pol}:
 			w.mu.RUnlock()
+			if len(w.queue) >= w.fullAt {
+				// The writer may be lingering for a fuller batch: it is full.
+				select {
+				case w.full <- struct{}{}:
+				default:
+				}
+			}
 			return true
 		default:
 		}
@@ -289,9 +302,12 @@ func (w *Writer) run() {
 }
 
 // fill adds queued records to w.batch up to batchSize, waiting at most
-// flushInterval for more so that a trickle of rows still shares commits. A
-// Sync request cuts the wait short and is returned for the caller to answer
-// once the batch is written; a stop does too (run sees it next).
+// flushInterval for more so that a trickle of rows still shares commits. It
+// does not wake for each row that arrives meanwhile: rows wait in the queue
+// until the linger ends, or until Enqueue sees a batch's worth queued and
+// says so (w.full). A Sync request cuts the wait short and is returned for
+// the caller to answer once the batch is written; a stop does too (run sees
+// it next).
 func (w *Writer) fill(linger *time.Timer) (reply chan struct{}) {
 	w.take()
 	if len(w.batch) >= w.cfg.batchSize || w.cfg.flushInterval <= 0 {
@@ -299,19 +315,23 @@ func (w *Writer) fill(linger *time.Timer) (reply chan struct{}) {
 	}
 	linger.Reset(w.cfg.flushInterval)
 	defer linger.Stop()
-	for len(w.batch) < w.cfg.batchSize {
+	for {
 		select {
-		case it := <-w.queue:
-			w.batch = append(w.batch, it)
+		case <-w.full:
+			// Possibly left over from an earlier batch: wait on if too few rows came.
+			if w.take(); len(w.batch) >= w.fullAt {
+				return nil
+			}
 		case <-linger.C:
+			w.take()
 			return nil
 		case reply = <-w.syncReq:
+			w.take()
 			return reply
 		case <-w.stop:
 			return nil
 		}
 	}
-	return nil
 }
 
 // take moves already-queued records into w.batch, up to batchSize, without
@@ -414,21 +434,35 @@ func (w *Writer) insertBatch(rows []item) (written, failed uint64) {
 	}
 	w.rollupBegin()
 	var ok, bad uint64
-	for _, it := range rows {
-		if err := w.insertRow(it); err != nil {
-			bad++
-			w.cfg.logger.Error("audit row not written", zap.String("path", w.cfg.path), zap.String("request_id", it.rec.RequestID), zap.Error(err))
+	for len(rows) > 0 {
+		if k := sharedRows(rows, rowsPerInsert); k == rowsPerInsert && w.st.insertMany != nil {
+			err := w.insertMany(rows[:k])
+			if err == nil {
+				ok += uint64(k)
+				rows = rows[k:]
+				continue
+			}
 			if conn.GetAutocommit() {
-				// SQLite rolled the whole transaction back (e.g. disk full):
-				// the rows inserted before this one are gone too.
 				w.cfg.logger.Error("audit batch rolled back", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
 				w.rollupAbort()
 				return 0, n
 			}
+			// The statement failed alone and inserted nothing: its rows are tried one by one
+			// below, so that a row the database refuses fails on its own.
+			for _, it := range rows[:k] {
+				if !w.insertOne(it, &ok, &bad) {
+					w.rollupAbort()
+					return 0, n
+				}
+			}
+			rows = rows[k:]
 			continue
 		}
-		ok++
-		w.rollupRecord(it.rec)
+		if !w.insertOne(rows[0], &ok, &bad) {
+			w.rollupAbort()
+			return 0, n
+		}
+		rows = rows[1:]
 	}
 	if !w.rollupEnd() {
 		w.rollupAbort()
@@ -438,7 +472,7 @@ func (w *Writer) insertBatch(rows []item) (written, failed uint64) {
 		if !conn.GetAutocommit() {
 			err = errors.Join(err, conn.Exec(`ROLLBACK`))
 		}
-		w.cfg.logger.Error("audit batch not committed", zap.String("path", w.cfg.path), zap.Int("rows", len(rows)), zap.Error(err))
+		w.cfg.logger.Error("audit batch not committed", zap.String("path", w.cfg.path), zap.Int("rows", int(n)), zap.Error(err))
 		w.rollupAbort()
 		return 0, n
 	}
@@ -446,86 +480,71 @@ func (w *Writer) insertBatch(rows []item) (written, failed uint64) {
 	return ok, bad
 }
 
-// insertRow binds one record to the prepared INSERT and runs it.
+// sharedRows returns how many of the first max rows may share a multi-row INSERT: all of
+// them unless one has large bodies.
+func sharedRows(rows []item, max int) int {
+	if len(rows) < max {
+		return 0
+	}
+	for i, it := range rows[:max] {
+		if rowBytes(it) > maxSharedRowBytes {
+			return i
+		}
+	}
+	return max
+}
+
+// insertOne inserts one row with the single-row INSERT, counting it in ok or bad, and
+// reports false when the failure rolled the whole transaction back (e.g. disk full): the
+// rows inserted before it are gone too, and the caller gives the batch up.
+func (w *Writer) insertOne(it item, ok, bad *uint64) bool {
+	if err := w.insertRow(it); err != nil {
+		*bad++
+		w.cfg.logger.Error("audit row not written", zap.String("path", w.cfg.path), zap.String("request_id", it.rec.RequestID), zap.Error(err))
+		if w.st.conn.GetAutocommit() {
+			// SQLite rolled the whole transaction back.
+			w.cfg.logger.Error("audit batch rolled back", zap.String("path", w.cfg.path), zap.Error(err))
+			return false
+		}
+		return true
+	}
+	*ok++
+	w.rollupRecord(it.rec, w.st.conn.LastInsertRowID())
+	return true
+}
+
+// insertRow binds one record to the single-row INSERT and runs it.
 func (w *Writer) insertRow(it item) error {
 	s := w.st.insert
-	if err := w.bindRow(it); err != nil {
-		_ = s.ClearBindings()
+	if err := w.bindRow(s, 0, it); err != nil {
+		s.clear()
 		return fmt.Errorf("binding: %w", err)
 	}
-	err := s.Exec()
-	// Free SQLite's copies of the bodies now rather than at the next row.
-	_ = s.ClearBindings()
+	err := s.stmt.Exec()
+	s.unbindBodies(0, it)
 	return err
 }
 
-// bindRow binds the columns of one record. Binding copies each value into
-// SQLite's memory, and the driver panics when that memory is exhausted (Go
-// side, before any SQLite code runs, so the connection is intact): the panic
-// is turned into an error, and the row fails alone.
-func (w *Writer) bindRow(it item) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("panic: %v", v)
+// insertMany inserts rows (rowsPerInsert of them) with the multi-row INSERT and counts them
+// in the rollup. On an error nothing was inserted.
+func (w *Writer) insertMany(rows []item) error {
+	s := w.st.insertMany
+	for i, it := range rows {
+		if err := w.bindRow(s, i, it); err != nil {
+			s.clear()
+			return fmt.Errorf("binding: %w", err)
 		}
-	}()
-	r, pol, s := it.rec, it.pol, w.st.insert
-	w.buf = r.Time.Local().AppendFormat(w.buf[:0], TimeLayout)
-	errs := [...]error{
-		s.BindRawText(1, w.buf),
-		s.BindText(2, r.IP),
-		s.BindText(3, r.Model),
-		s.BindText(4, r.Type),
-		s.BindInt64(5, r.CompletionTokens),
-		s.BindInt64(6, r.PromptTokens),
-		s.BindInt64(7, r.TotalTokens),
-		s.BindBool(8, r.Tool),
-		s.BindBool(9, r.Multimodal),
-		w.bindHeaders(10, r, pol),
-		s.BindBlob(11, pol.bodies.apply(r.Request)),
-		s.BindBlob(12, pol.bodies.apply(r.Response)),
-		s.BindText(13, r.Backend),
-		s.BindInt(14, r.Status),
-		s.BindInt64(15, r.LatencyMs),
-		w.bindTTFT(16, r),
-		s.BindBool(17, r.Stream),
-		s.BindText(18, r.Endpoint),
-		s.BindText(19, r.RequestID),
-		s.BindText(20, r.Tried),
-		s.BindText(21, r.Error),
-		w.bindKey(22, r),
-		w.bindCost(23, r),
 	}
-	return errors.Join(errs[:]...)
-}
-
-func (w *Writer) bindHeaders(param int, r *Record, pol *policy) error {
-	if r.Headers == nil {
-		return w.st.insert.BindNull(param)
+	if err := s.stmt.Exec(); err != nil {
+		return err
 	}
-	w.buf, w.keys = appendHeadersJSON(w.buf[:0], r.Headers, pol.redact, w.keys, &w.hbuf)
-	return w.st.insert.BindBlob(param, w.buf)
-}
-
-func (w *Writer) bindKey(param int, r *Record) error {
-	if r.Key == "" {
-		return w.st.insert.BindNull(param)
+	// The rows of one statement get consecutive rowids: each is one above the largest in
+	// the table, and nothing else inserts meanwhile.
+	first := w.st.conn.LastInsertRowID() - int64(len(rows)) + 1
+	for i, it := range rows {
+		w.rollupRecord(it.rec, first+int64(i))
 	}
-	return w.st.insert.BindText(param, r.Key)
-}
-
-func (w *Writer) bindCost(param int, r *Record) error {
-	if r.CostUSD == nil {
-		return w.st.insert.BindNull(param)
-	}
-	return w.st.insert.BindFloat(param, *r.CostUSD)
-}
-
-func (w *Writer) bindTTFT(param int, r *Record) error {
-	if !r.Stream || r.TTFTMs < 0 {
-		return w.st.insert.BindNull(param)
-	}
-	return w.st.insert.BindInt64(param, r.TTFTMs)
+	return nil
 }
 
 // ensureOpen reopens the database after a failed rotation left it closed.
@@ -605,7 +624,8 @@ func (w *Writer) discardStore() {
 			w.cfg.logger.Error("closing audit database after a driver panic", zap.String("path", w.cfg.path), zap.Any("panic", v))
 		}
 	}()
-	_ = st.insert.Close()
+	_ = st.insert.close()
+	_ = st.insertMany.close()
 	if st.rollup != nil {
 		st.rollup.close()
 	}

@@ -16,10 +16,10 @@ func (w *Writer) rollupBegin() {
 	}
 }
 
-// rollupRecord counts a row just inserted.
-func (w *Writer) rollupRecord(r *Record) {
+// rollupRecord counts a row just inserted with the given rowid.
+func (w *Writer) rollupRecord(r *Record, rowid int64) {
 	if ru := w.st.rollup; ru != nil {
-		ru.record(r, w.st.conn.LastInsertRowID())
+		ru.record(r, rowid)
 	}
 }
 

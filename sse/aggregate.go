@@ -64,6 +64,9 @@ type Aggregate struct {
 	final bool   // resp is from a terminal event
 	text  []byte // output_text deltas (escaped), for a stream cut before its end
 
+	// scratch holds a choice's delta members while the choice is read (addChoice).
+	scratch []deltaField
+
 	// messages
 	msg      []member // message_start's message members but content and usage, then message_delta's
 	msgUsage []member
@@ -200,33 +203,247 @@ func (a *Aggregate) Add(name, data []byte) {
 	}
 }
 
+// addChunk takes a chat or completion chunk in one pass: the containers on the way to the
+// content (choices, each choice, its delta) are walked into where they start rather than
+// delimited first and walked again, so each byte of a chunk is read about once.
 func (a *Aggregate) addChunk(data []byte) {
-	obj, err := jsonspan.NewObject(data, 0, jsonspan.Loose)
-	if err != nil {
+	obj, ok := newLazyObject(data, 0)
+	if !ok {
 		return
 	}
-	for obj.Next() {
-		k, v := obj.RawKey(data), obj.Val.In(data)
+	for obj.next() {
+		k := obj.key
 		switch string(k) {
+		case "choices":
+			obj.end(a.addChoices(data, obj.val))
 		case "id", "created", "model", "system_fingerprint":
-			if !hasField(a.top, k) && len(v) > 0 && v[0] != 'n' {
+			if v := obj.skip(); !hasField(a.top, k) && len(v) > 0 && v[0] != 'n' {
 				a.top = a.setField(a.top, k, v)
 			}
 		case "usage":
-			if len(v) > 0 && v[0] == '{' {
+			if v := obj.skip(); len(v) > 0 && v[0] == '{' {
 				a.usage = a.set(a.usage, v)
 			}
-		case "choices":
-			arr, err := jsonspan.NewArray(v, 0, jsonspan.Loose)
-			if err != nil {
-				continue
-			}
-			for arr.Next() {
-				a.addChoice(arr.Val.In(v))
-			}
+		default:
+			obj.skip()
 		}
 	}
 }
+
+// addChoices takes the choices array whose value starts at b[i] and returns its end (-1 when
+// it cannot be delimited). A value that is not an array is skipped.
+func (a *Aggregate) addChoices(b []byte, i int) int {
+	if i >= len(b) || b[i] != '[' {
+		return jsonspan.ValueEnd(b, i)
+	}
+	i++
+	for n := 0; ; n++ {
+		i = jsonspan.SkipSpace(b, i)
+		if i < len(b) && b[i] == ']' {
+			return i + 1
+		}
+		if n > 0 {
+			if i >= len(b) || b[i] != ',' {
+				return -1
+			}
+			i = jsonspan.SkipSpace(b, i+1)
+		}
+		if i < len(b) && b[i] == '{' {
+			i = a.addChoice(b, i)
+		} else {
+			i = jsonspan.ValueEnd(b, i)
+		}
+		if i < 0 {
+			return -1
+		}
+	}
+}
+
+// deltaField is one member of a chat delta kept until the choice's index is known: the index
+// may come after the delta.
+type deltaField struct {
+	key string // one of deltaKeys
+	val []byte
+}
+
+// deltaKeys are the members of a chat delta the object keeps.
+var deltaKeys = [...]string{"role", "content", "refusal", "reasoning", "reasoning_content", "tool_calls"}
+
+// deltaKey returns k as the deltaKeys entry equal to it, without allocating; ok is false for
+// other keys.
+func deltaKey(k []byte) (key string, ok bool) {
+	for _, dk := range deltaKeys {
+		if string(k) == dk {
+			return dk, true
+		}
+	}
+	return "", false
+}
+
+// addChoice takes the choice object at b[i] and returns its end (-1 when it cannot be
+// delimited). What was read of a malformed choice still counts, as far as it goes.
+func (a *Aggregate) addChoice(b []byte, i int) int {
+	obj, _ := newLazyObject(b, i)
+	var index, finish, text []byte
+	sawDelta := false
+	fields := a.scratch[:0]
+	for obj.next() {
+		switch string(obj.key) {
+		case "index":
+			index = obj.skip()
+		case "finish_reason":
+			finish = obj.skip()
+		case "text":
+			text = obj.skip()
+		case "delta":
+			sawDelta = true
+			if obj.val < len(b) && b[obj.val] == '{' {
+				var end int
+				fields, end = deltaFields(b, obj.val, fields)
+				obj.end(end)
+			} else {
+				obj.skip()
+			}
+		default:
+			obj.skip()
+		}
+	}
+	a.scratch = fields[:0]
+	idx := 0
+	if index != nil {
+		if idx = atoiIndex(index); idx < 0 {
+			return obj.close()
+		}
+	}
+	c := a.choice(idx)
+	if c == nil {
+		return obj.close()
+	}
+	if len(finish) > 0 && finish[0] == '"' {
+		c.finish = a.set(c.finish, finish)
+	}
+	if s, ok := strInside(text); ok && a.kind == AggregateCompletion {
+		c.text = a.cat(c.text, s)
+	}
+	if sawDelta && a.kind == AggregateChat {
+		for _, f := range fields {
+			a.addDeltaField(c, f.key, f.val)
+		}
+	}
+	return obj.close()
+}
+
+// deltaFields appends the members of the delta object at b[i] that addDeltaField takes, in
+// order, and returns the object's end (-1 when it cannot be delimited).
+func deltaFields(b []byte, i int, fields []deltaField) ([]deltaField, int) {
+	obj, _ := newLazyObject(b, i)
+	for obj.next() {
+		k, keep := deltaKey(obj.key)
+		if v := obj.skip(); keep && v != nil {
+			fields = append(fields, deltaField{key: k, val: v})
+		}
+	}
+	return fields, obj.close()
+}
+
+// lazyObject walks the members of an object as jsonspan.Object does in Loose mode, except
+// that it does not delimit a value before handing it over: after next, the caller either
+// skips the value or walks into it and tells where it ended (end). A value the caller walks
+// into is then read once, not once to find its end and again to look inside.
+type lazyObject struct {
+	b      []byte
+	i      int    // after the last value; -1 while the caller holds a value
+	key    []byte // the current key between its quotes, escapes as written
+	val    int    // where the current value starts
+	n      int
+	closed int // after the closing brace once next returned false, else -1
+}
+
+// newLazyObject starts a walk of the object at or after b[i] (after white space); ok is false
+// when there is none.
+func newLazyObject(b []byte, i int) (o lazyObject, ok bool) {
+	i = jsonspan.SkipSpace(b, i)
+	if i >= len(b) || b[i] != '{' {
+		return lazyObject{i: -1, closed: -1}, false
+	}
+	return lazyObject{b: b, i: i + 1, closed: -1}, true
+}
+
+func (o *lazyObject) next() bool {
+	if o.i < 0 || o.closed >= 0 {
+		o.i = -1
+		return false
+	}
+	b := o.b
+	i := jsonspan.SkipSpace(b, o.i)
+	if i < len(b) && b[i] == '}' {
+		o.closed = i + 1
+		return false
+	}
+	if o.n > 0 {
+		if i >= len(b) || b[i] != ',' {
+			o.i = -1
+			return false
+		}
+		i = jsonspan.SkipSpace(b, i+1)
+	}
+	ke := stringEnd(b, i)
+	if ke < 0 {
+		o.i = -1
+		return false
+	}
+	o.key = b[i+1 : ke-1]
+	i = jsonspan.SkipSpace(b, ke)
+	if i >= len(b) || b[i] != ':' {
+		o.i = -1
+		return false
+	}
+	o.val = jsonspan.SkipSpace(b, i+1)
+	o.n++
+	o.i = -1
+	return true
+}
+
+// skip delimits the current value and returns it; nil (and the walk ends) when it cannot be.
+func (o *lazyObject) skip() []byte {
+	var e int
+	if o.val < len(o.b) && o.b[o.val] == '"' {
+		e = stringEnd(o.b, o.val)
+	} else {
+		e = jsonspan.ValueEnd(o.b, o.val)
+	}
+	if e < 0 {
+		o.i = -1
+		return nil
+	}
+	o.i = e
+	return o.b[o.val:e]
+}
+
+// end tells where the current value, walked by the caller, ended (-1: it could not be
+// delimited, and the walk ends).
+func (o *lazyObject) end(e int) { o.i = e }
+
+// stringEnd is jsonspan.StringEnd with a plain loop for the short strings of a chunk (keys,
+// ids, a few words of content), where the call to bytes.IndexByte costs more than the search.
+func stringEnd(b []byte, i int) int {
+	if i >= len(b) || b[i] != '"' {
+		return -1
+	}
+	for j := i + 1; j < len(b) && j <= i+32; j++ {
+		switch b[j] {
+		case '"':
+			return j + 1
+		case '\\':
+			return jsonspan.StringEnd(b, i)
+		}
+	}
+	return jsonspan.StringEnd(b, i)
+}
+
+// close returns the index after the object's closing brace once next returned false, or -1
+// when the walk ended on something it could not read.
+func (o *lazyObject) close() int { return o.closed }
 
 func hasField(fs []member, key []byte) bool {
 	for i := range fs {
@@ -266,83 +483,36 @@ func byIndex[T any](a *Aggregate, s *[]T, i int, indexOf func(*T) *int) *T {
 	return &(*s)[at]
 }
 
-func (a *Aggregate) addChoice(b []byte) {
-	// One walk for the members: the index may come after the delta.
-	obj, err := jsonspan.NewObject(b, 0, jsonspan.Loose)
-	if err != nil {
-		return
-	}
-	var index, finish, text, delta []byte
-	for obj.Next() {
-		v := obj.Val.In(b)
-		switch string(obj.RawKey(b)) {
-		case "index":
-			index = v
-		case "finish_reason":
-			finish = v
-		case "text":
-			text = v
-		case "delta":
-			delta = v
+// addDeltaField applies one member of a chat delta to c.
+func (a *Aggregate) addDeltaField(c *aggChoice, key string, v []byte) {
+	switch key {
+	case "role":
+		if len(v) > 0 && v[0] == '"' {
+			c.role = a.set(c.role, v)
 		}
-	}
-	idx := 0
-	if index != nil {
-		if idx = atoiIndex(index); idx < 0 {
+	case "content":
+		if s, ok := strInside(v); ok {
+			c.content = a.cat(c.content, s)
+		}
+	case "refusal":
+		if s, ok := strInside(v); ok {
+			c.refusal = a.cat(c.refusal, s)
+		}
+	case "reasoning":
+		if s, ok := strInside(v); ok {
+			c.reasoning = a.cat(c.reasoning, s)
+		}
+	case "reasoning_content":
+		if s, ok := strInside(v); ok {
+			c.reason = a.cat(c.reason, s)
+		}
+	case "tool_calls":
+		arr, err := jsonspan.NewArray(v, 0, jsonspan.Loose)
+		if err != nil {
 			return
 		}
-	}
-	c := a.choice(idx)
-	if c == nil {
-		return
-	}
-	if len(finish) > 0 && finish[0] == '"' {
-		c.finish = a.set(c.finish, finish)
-	}
-	if s, ok := strInside(text); ok && a.kind == AggregateCompletion {
-		c.text = a.cat(c.text, s)
-	}
-	if delta != nil && a.kind == AggregateChat {
-		a.addDelta(c, delta)
-	}
-}
-
-func (a *Aggregate) addDelta(c *aggChoice, b []byte) {
-	obj, err := jsonspan.NewObject(b, 0, jsonspan.Loose)
-	if err != nil {
-		return
-	}
-	for obj.Next() {
-		v := obj.Val.In(b)
-		switch string(obj.RawKey(b)) {
-		case "role":
-			if len(v) > 0 && v[0] == '"' {
-				c.role = a.set(c.role, v)
-			}
-		case "content":
-			if s, ok := strInside(v); ok {
-				c.content = a.cat(c.content, s)
-			}
-		case "refusal":
-			if s, ok := strInside(v); ok {
-				c.refusal = a.cat(c.refusal, s)
-			}
-		case "reasoning":
-			if s, ok := strInside(v); ok {
-				c.reasoning = a.cat(c.reasoning, s)
-			}
-		case "reasoning_content":
-			if s, ok := strInside(v); ok {
-				c.reason = a.cat(c.reason, s)
-			}
-		case "tool_calls":
-			arr, err := jsonspan.NewArray(v, 0, jsonspan.Loose)
-			if err != nil {
-				continue
-			}
-			for arr.Next() {
-				a.addToolCall(c, arr.Val.In(v))
-			}
+		for arr.Next() {
+			a.addToolCall(c, arr.Val.In(v))
 		}
 	}
 }
