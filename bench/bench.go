@@ -132,8 +132,9 @@ type bench struct {
 	// heapProfile, when set, is where the open-streams phase saves a heap
 	// profile of the gateway with all streams open (the last round's wins);
 	// goroutines is that process's goroutine count at the same moment.
-	heapProfile string
-	goroutines  int
+	heapProfile   string
+	goroutines    int
+	goroutinesH2C int // the same, of the h2c phase's gateway
 	// auditResponse is the fake upstream's answer to body, the response
 	// of every row of the audit writer phase; writerRuns numbers its
 	// databases.
@@ -458,8 +459,8 @@ func (b *bench) openStreams(t *target) (measurement, error) {
 		if m.goroutinesOpen, rssErr = goroutines(ft.adminPort); rssErr != nil {
 			return
 		}
-		if b.heapProfile != "" && t.id == targetGateway {
-			rssErr = b.snapshot(ft.adminPort)
+		if b.heapProfile != "" && (t.id == targetGateway || t.id == targetGatewayH2C) {
+			rssErr = b.snapshot(ft.adminPort, t.id == targetGatewayH2C)
 		}
 	})
 	if rssErr != nil {
@@ -489,14 +490,23 @@ func (b *bench) openStreams(t *target) (measurement, error) {
 }
 
 // snapshot saves the heap profile of the process whose admin endpoint is on adminPort, and
-// its goroutine count.
-func (b *bench) snapshot(adminPort int) error {
-	if err := fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", adminPort), b.heapProfile); err != nil {
+// its goroutine count; h2c: of the gateway of the h2c phase, in heapProfileH2C.
+func (b *bench) snapshot(adminPort int, h2c bool) error {
+	file, n := b.heapProfile, &b.goroutines
+	if h2c {
+		file, n = heapProfileH2C(b.heapProfile), &b.goroutinesH2C
+	}
+	if err := fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", adminPort), file); err != nil {
 		return err
 	}
 	var err error
-	b.goroutines, err = goroutines(adminPort)
+	*n, err = goroutines(adminPort)
 	return err
+}
+
+// heapProfileH2C is where the h2c open-streams phase saves the gateway's heap profile.
+func heapProfileH2C(heapProfile string) string {
+	return strings.TrimSuffix(heapProfile, ".heap") + "-h2c.heap"
 }
 
 // goroutines returns the goroutine count of the Caddy process whose admin endpoint is on

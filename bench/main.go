@@ -320,13 +320,22 @@ func runOnce(o options, p plan, pin pinning, dir, caddyBin, fakeBin string, with
 				profiles = append(profiles, pr)
 			}
 		}
-		if _, err := os.Stat(b.heapProfile); err == nil {
-			top, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=15", caddyBin, b.heapProfile).Output()
+		for _, hp := range []struct {
+			file, over string
+			goroutines int
+		}{
+			{b.heapProfile, "", b.goroutines},
+			{heapProfileH2C(b.heapProfile), ", h2c on both sides", b.goroutinesH2C},
+		} {
+			if _, err := os.Stat(hp.file); err != nil {
+				continue
+			}
+			top, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=15", caddyBin, hp.file).Output()
 			if err != nil {
-				return result{}, fmt.Errorf("go tool pprof %s: %w", b.heapProfile, err)
+				return result{}, fmt.Errorf("go tool pprof %s: %w", hp.file, err)
 			}
 			profiles = append(profiles, profile{
-				title: fmt.Sprintf("Heap in use: llm_gateway with %d open streams (%d goroutines)", p.openStreams, b.goroutines),
+				title: fmt.Sprintf("Heap in use: llm_gateway with %d open streams%s (%d goroutines)", p.openStreams, hp.over, hp.goroutines),
 				top:   string(top),
 			})
 		}
