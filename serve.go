@@ -261,9 +261,9 @@ func (c *call) recoverPanic() {
 	}
 	c.h.logger.Error("panic serving an API call", zap.Any("panic", v), zap.Stack("stack"))
 	if c.res.Status == 0 {
-		c.fail(&apiError{status: http.StatusInternalServerError, typ: "server_error", message: "internal error in the gateway"})
+		c.fail(&apiError{status: http.StatusInternalServerError, typ: "server_error", message: msgInternalError})
 	}
-	c.res.Err = "internal error in the gateway"
+	c.res.Err = msgInternalError
 }
 
 // passOn hands the request, with the body already read, to the next handler.

@@ -65,6 +65,17 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 		ans.callerGone()
 		return ans
 	}
+	// A panic in the gateway's own code mid-stream still ends the stream as SPEC §6 says, with an
+	// error event the caller can tell from a cut connection. recoverPanic logs it and records the
+	// call; this runs first, while the stream's state is known. A deferred recover would do it
+	// too, but re-panicking would lose the stack that recoverPanic logs.
+	returned, sawDone := false, false // sawDone: [DONE] was sent: nothing more is read or forwarded (SPEC §6)
+	defer func() {
+		if !returned && !sawDone && out.werr == nil {
+			out.buf = sse.AppendStreamError(out.grab(), req.ep.protocol(), msgInternalError)
+			_ = out.send()
+		}
+	}()
 
 	kind, chunked := req.ep.sseKind()
 	var tr *sse.ChunkTransformer
@@ -83,7 +94,6 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 		rd.Reset(nil)
 		readerPool.Put(rd)
 	}()
-	sawDone := false // [DONE] was sent: nothing more is read or forwarded (SPEC §6)
 	if chunked {
 		// Usage seen before a cut still counts.
 		defer func() {
@@ -102,6 +112,7 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 			ans.partial = true
 			if out.werr != nil || req.r.Context().Err() != nil {
 				ans.callerGone()
+				returned = true
 				return ans
 			}
 			switch {
@@ -116,6 +127,7 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 			}
 			out.buf = sse.AppendStreamError(out.grab(), req.ep.protocol(), ans.err)
 			_ = out.send()
+			returned = true
 			return ans
 		}
 		if ev.Comment {
@@ -175,6 +187,7 @@ func copyStream(d delivery, g *generation, req *apiRequest, spec *attemptSpec, r
 		// upstream sends or does next changes nothing for the caller.
 		out.drain()
 	}
+	returned = true
 	return ans
 }
 
@@ -366,3 +379,6 @@ func (e endpoint) protocol() sse.Protocol {
 	}
 	return sse.OpenAI
 }
+
+// msgInternalError is what the caller is told of a panic in the gateway's own code.
+const msgInternalError = "internal error in the gateway"
