@@ -17,6 +17,9 @@ import (
 const (
 	headerTried   = "X-LLM-Gateway-Tried"
 	headerBackend = "X-LLM-Gateway-Backend"
+
+	canonicalTried   = "X-Llm-Gateway-Tried" // http.CanonicalHeaderKey(headerTried)
+	canonicalBackend = "X-Llm-Gateway-Backend"
 )
 
 // An API call goes through stages that hand values forward (docs/architecture.md):
@@ -263,10 +266,12 @@ func setGatewayHeaders(h http.Header, tried []string, backend string) {
 		if len(tried) > 1 {
 			t = strings.Join(tried, ",")
 		}
-		h.Set(headerTried, t)
+		// Set by their canonical keys: h.Set would canonicalise the names anew on every call,
+		// an allocation each.
+		h[canonicalTried] = []string{t}
 	}
 	if backend != "" {
-		h.Set(headerBackend, backend)
+		h[canonicalBackend] = []string{backend}
 	}
 }
 
