@@ -176,7 +176,12 @@ func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptS
 		out.kind, out.resp = outLarge, resp
 		return out
 	}
-	body, err := readLimited(resp, g.maxBuffered+1)
+	var buf []byte
+	if !req.auditing {
+		// Nothing keeps the answer once it is written (run gives the buffer back).
+		buf = pooledAnswerBuf(resp)
+	}
+	body, err := readInto(resp, g.maxBuffered+1, buf)
 	if err == nil && int64(len(body)) > g.maxBuffered {
 		out.kind, out.resp, out.body = outLarge, resp, body
 		return out

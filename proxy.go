@@ -138,6 +138,12 @@ func (c *call) run(ctx context.Context) {
 			ans = relayLarge(ctx, d, g, out.resp, out.body)
 		default:
 			ans = writeBuffered(d, req, &spec, out.resp, out.body)
+			if !req.auditing {
+				// Written, and no audit row keeps it: the answer's buffer (pooledAnswerBuf) can
+				// serve the next call.
+				putAnswerBuf(out.body)
+				ans.response = nil
+			}
 		}
 		out.release()
 		c.res.setAnswer(ans)
