@@ -50,6 +50,7 @@ var (
 	errFirstByteTimeout = errors.New("upstream sent no response headers within stream_first_byte_timeout")
 	errHeaderTimeout    = errors.New("upstream sent no response headers within response_header_timeout")
 	errBodyStalled      = errors.New("upstream paused its answer for longer than response_header_timeout")
+	errStopping         = errors.New("the gateway is shutting down")
 )
 
 // retryable reports whether an upstream status lets the gateway try the next client (SPEC §4).
@@ -86,11 +87,13 @@ type outcome struct {
 	uc     *upstreamClient
 	cancel context.CancelCauseFunc // cancels the attempt's context
 	timer  *time.Timer
+	unstop func() bool // unregisters the cancel on stop
 }
 
 // release ends the attempt: its timer, its context and its in-flight count.
 func (o *outcome) release() {
 	o.timer.Stop()
+	o.unstop()
 	o.cancel(nil)
 	o.uc.state.InFlight.Add(-1)
 }
@@ -115,14 +118,20 @@ func (o *outcome) recordVerdict(g *generation, spec *attemptSpec) {
 
 // attempt sends spec to its client: one RoundTrip under the attempt's timeouts, then, for an
 // answer that is not a stream, the read of its body (a read that fails leaves the next client
-// to try: nothing was written to the caller yet). ctx is the call's context.
-func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptSpec, log *zap.Logger) outcome {
+// to try: nothing was written to the caller yet). ctx is the call's context (the caller's
+// request's); stop is cancelled when the process exits, which ends the attempt as if the caller
+// had gone.
+func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *attemptSpec, log *zap.Logger) outcome {
 	uc := spec.uc
 	timeout, timeoutErr := g.headerTimeout, errHeaderTimeout
 	if req.stream {
 		timeout, timeoutErr = g.firstByteTimout, errFirstByteTimeout
 	}
+	// The attempt's context is the caller's request's own child: a context of the call between
+	// them would cost a context (and its cancellation) per call for nothing but the exit.
 	actx, cancel := context.WithCancelCause(ctx)
+	unstop := context.AfterFunc(stop, func() { cancel(errStopping) })
+	gone := func() bool { return ctx.Err() != nil || stop.Err() != nil }
 	// One timer per attempt: it bounds the wait for headers, then each pause in a non-streaming
 	// answer's body (inBody set).
 	var inBody atomic.Bool
@@ -133,7 +142,7 @@ func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptS
 			cancel(timeoutErr)
 		}
 	})
-	out := outcome{uc: uc, cancel: cancel, timer: timer}
+	out := outcome{uc: uc, cancel: cancel, timer: timer, unstop: unstop}
 	upReq, reqBody := req.newUpstreamRequest(actx, uc, spec.body)
 
 	uc.state.InFlight.Add(1)
@@ -146,7 +155,7 @@ func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptS
 		resp, err = nil, timeoutErr
 	}
 	if err != nil {
-		if ctx.Err() != nil {
+		if gone() {
 			out.kind = outGone
 			return out
 		}
@@ -189,7 +198,7 @@ func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptS
 	resp.Body.Close()
 	if err != nil {
 		out.readFailed = true
-		if ctx.Err() != nil {
+		if gone() {
 			out.kind = outGone
 			return out
 		}

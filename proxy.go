@@ -101,7 +101,7 @@ func (c *call) run(ctx context.Context) {
 		c.countFailover()
 		c.res.Tried = append(c.res.Tried, spec.uc.Name)
 
-		out := attempt(ctx, g, req, &spec, c.h.logger)
+		out := attempt(ctx, c.h.stopCtx, g, req, &spec, c.h.logger)
 		out.recordVerdict(g, &spec)
 		if out.readFailed {
 			// The upstream answered, but its body could not be read: the audit row holds the

@@ -340,7 +340,7 @@ func relayLarge(ctx context.Context, d delivery, g *generation, resp *http.Respo
 	}
 	if _, err := io.Copy(io.MultiWriter(d.w, dst), resp.Body); err != nil {
 		ans.partial = true
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || d.stopCtx.Err() != nil {
 			ans.callerGone()
 		}
 		return ans
