@@ -60,7 +60,6 @@ var hopHeaders = []string{
 // RoundTrip returned.
 func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) (*http.Request, *upstreamBody) {
 	r := c.r
-	u := uc.url(c.upPath, r.URL.RawQuery)
 
 	header := make(http.Header, len(r.Header)+len(uc.headers)+2)
 	for name, values := range r.Header {
@@ -101,8 +100,10 @@ func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient,
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: ub.wrote})
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "", http.NoBody)
-	req.URL = &u
-	req.Host = u.Host
+	// Into the URL NewRequestWithContext made of "": a URL of its own would be one more
+	// allocation per attempt.
+	*req.URL = uc.url(c.upPath, r.URL.RawQuery)
+	req.Host = req.URL.Host
 	req.Header = header
 	if len(body) > 0 {
 		// A *bytes.Reader in io.NopCloser, as NewRequestWithContext makes it: the transport then
