@@ -133,15 +133,10 @@ func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *at
 	unstop := context.AfterFunc(stop, func() { cancel(errStopping) })
 	gone := func() bool { return ctx.Err() != nil || stop.Err() != nil }
 	// One timer per attempt: it bounds the wait for headers, then each pause in a non-streaming
-	// answer's body (inBody set).
-	var inBody atomic.Bool
-	timer := time.AfterFunc(timeout, func() {
-		if inBody.Load() {
-			cancel(errBodyStalled)
-		} else {
-			cancel(timeoutErr)
-		}
-	})
+	// answer's body (inBody set). Its state is the idle body's, one allocation for both.
+	idle := &idleBody{d: g.headerTimeout, cancel: cancel, timeoutErr: timeoutErr}
+	timer := time.AfterFunc(timeout, idle.expire)
+	idle.timer = timer
 	out := outcome{uc: uc, cancel: cancel, timer: timer, unstop: unstop}
 	upReq, reqBody := req.newUpstreamRequest(actx, uc, spec.body)
 
@@ -170,9 +165,10 @@ func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *at
 	}
 	// A non-streaming answer must keep coming: an upstream that sends headers and then stalls
 	// would hold the call forever (streams have their own idle timeout).
-	inBody.Store(true)
+	idle.inBody.Store(true)
 	timer.Reset(g.headerTimeout)
-	resp.Body = &idleBody{ReadCloser: resp.Body, timer: timer, d: g.headerTimeout}
+	idle.ReadCloser = resp.Body
+	resp.Body = idle
 
 	if retryable(resp.StatusCode) {
 		errBody, _ := readLimited(resp, maxErrorBody)
@@ -223,11 +219,25 @@ func classifyErr(ctx context.Context, err error) failure {
 }
 
 // idleBody is a non-streaming answer's body whose every read that returns data rearms timer; the
-// timer cancels the attempt when the upstream pauses for d.
+// timer cancels the attempt when the upstream pauses for d. Before the answer's headers arrive
+// the timer bounds the wait for them (inBody not set) and the body is not in use yet.
 type idleBody struct {
 	io.ReadCloser
 	timer *time.Timer
 	d     time.Duration
+
+	inBody     atomic.Bool
+	cancel     context.CancelCauseFunc
+	timeoutErr error // the cause of a timeout waiting for headers
+}
+
+// expire is the timer's function: it cancels the attempt with the cause of the wait it bounds.
+func (b *idleBody) expire() {
+	if b.inBody.Load() {
+		b.cancel(errBodyStalled)
+	} else {
+		b.cancel(b.timeoutErr)
+	}
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
