@@ -50,6 +50,7 @@ var (
 	errFirstByteTimeout = errors.New("upstream sent no response headers within stream_first_byte_timeout")
 	errHeaderTimeout    = errors.New("upstream sent no response headers within response_header_timeout")
 	errBodyStalled      = errors.New("upstream paused its answer for longer than response_header_timeout")
+	errStopping         = errors.New("the gateway is shutting down")
 )
 
 // retryable reports whether an upstream status lets the gateway try the next client (SPEC §4).
@@ -86,11 +87,13 @@ type outcome struct {
 	uc     *upstreamClient
 	cancel context.CancelCauseFunc // cancels the attempt's context
 	timer  *time.Timer
+	unstop func() bool // unregisters the cancel on stop
 }
 
 // release ends the attempt: its timer, its context and its in-flight count.
 func (o *outcome) release() {
 	o.timer.Stop()
+	o.unstop()
 	o.cancel(nil)
 	o.uc.state.InFlight.Add(-1)
 }
@@ -115,25 +118,26 @@ func (o *outcome) recordVerdict(g *generation, spec *attemptSpec) {
 
 // attempt sends spec to its client: one RoundTrip under the attempt's timeouts, then, for an
 // answer that is not a stream, the read of its body (a read that fails leaves the next client
-// to try: nothing was written to the caller yet). ctx is the call's context.
-func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptSpec, log *zap.Logger) outcome {
+// to try: nothing was written to the caller yet). ctx is the call's context (the caller's
+// request's); stop is cancelled when the process exits, which ends the attempt as if the caller
+// had gone.
+func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *attemptSpec, log *zap.Logger) outcome {
 	uc := spec.uc
 	timeout, timeoutErr := g.headerTimeout, errHeaderTimeout
 	if req.stream {
 		timeout, timeoutErr = g.firstByteTimout, errFirstByteTimeout
 	}
+	// The attempt's context is the caller's request's own child: a context of the call between
+	// them would cost a context (and its cancellation) per call for nothing but the exit.
 	actx, cancel := context.WithCancelCause(ctx)
+	unstop := context.AfterFunc(stop, func() { cancel(errStopping) })
+	gone := func() bool { return ctx.Err() != nil || stop.Err() != nil }
 	// One timer per attempt: it bounds the wait for headers, then each pause in a non-streaming
-	// answer's body (inBody set).
-	var inBody atomic.Bool
-	timer := time.AfterFunc(timeout, func() {
-		if inBody.Load() {
-			cancel(errBodyStalled)
-		} else {
-			cancel(timeoutErr)
-		}
-	})
-	out := outcome{uc: uc, cancel: cancel, timer: timer}
+	// answer's body (inBody set). Its state is the idle body's, one allocation for both.
+	idle := &idleBody{d: g.headerTimeout, cancel: cancel, timeoutErr: timeoutErr}
+	timer := time.AfterFunc(timeout, idle.expire)
+	idle.timer = timer
+	out := outcome{uc: uc, cancel: cancel, timer: timer, unstop: unstop}
 	upReq, reqBody := req.newUpstreamRequest(actx, uc, spec.body)
 
 	uc.state.InFlight.Add(1)
@@ -146,7 +150,7 @@ func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptS
 		resp, err = nil, timeoutErr
 	}
 	if err != nil {
-		if ctx.Err() != nil {
+		if gone() {
 			out.kind = outGone
 			return out
 		}
@@ -161,9 +165,10 @@ func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptS
 	}
 	// A non-streaming answer must keep coming: an upstream that sends headers and then stalls
 	// would hold the call forever (streams have their own idle timeout).
-	inBody.Store(true)
+	idle.inBody.Store(true)
 	timer.Reset(g.headerTimeout)
-	resp.Body = &idleBody{ReadCloser: resp.Body, timer: timer, d: g.headerTimeout}
+	idle.ReadCloser = resp.Body
+	resp.Body = idle
 
 	if retryable(resp.StatusCode) {
 		errBody, _ := readLimited(resp, maxErrorBody)
@@ -176,7 +181,12 @@ func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptS
 		out.kind, out.resp = outLarge, resp
 		return out
 	}
-	body, err := readLimited(resp, g.maxBuffered+1)
+	var buf []byte
+	if !req.auditing {
+		// Nothing keeps the answer once it is written (run gives the buffer back).
+		buf = pooledAnswerBuf(resp)
+	}
+	body, err := readInto(resp, g.maxBuffered+1, buf)
 	if err == nil && int64(len(body)) > g.maxBuffered {
 		out.kind, out.resp, out.body = outLarge, resp, body
 		return out
@@ -184,7 +194,7 @@ func attempt(ctx context.Context, g *generation, req *apiRequest, spec *attemptS
 	resp.Body.Close()
 	if err != nil {
 		out.readFailed = true
-		if ctx.Err() != nil {
+		if gone() {
 			out.kind = outGone
 			return out
 		}
@@ -209,11 +219,25 @@ func classifyErr(ctx context.Context, err error) failure {
 }
 
 // idleBody is a non-streaming answer's body whose every read that returns data rearms timer; the
-// timer cancels the attempt when the upstream pauses for d.
+// timer cancels the attempt when the upstream pauses for d. Before the answer's headers arrive
+// the timer bounds the wait for them (inBody not set) and the body is not in use yet.
 type idleBody struct {
 	io.ReadCloser
 	timer *time.Timer
 	d     time.Duration
+
+	inBody     atomic.Bool
+	cancel     context.CancelCauseFunc
+	timeoutErr error // the cause of a timeout waiting for headers
+}
+
+// expire is the timer's function: it cancels the attempt with the cause of the wait it bounds.
+func (b *idleBody) expire() {
+	if b.inBody.Load() {
+		b.cancel(errBodyStalled)
+	} else {
+		b.cancel(b.timeoutErr)
+	}
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {

@@ -458,7 +458,7 @@ func TestAttempt(t *testing.T) {
 			if tt.gone {
 				cancel()
 			}
-			out := attempt(ctx, g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+			out := attempt(ctx, context.Background(), g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
 			defer out.release()
 			if out.kind != tt.kind || out.failure.kind != tt.failKind {
 				t.Fatalf("outcome %d failure %d (%v), want %d %d", out.kind, out.failure.kind, out.failure.err, tt.kind, tt.failKind)
@@ -551,4 +551,30 @@ func TestCopyAnswers(t *testing.T) {
 			t.Errorf("caller got %q, want a Responses error event", w.Body.String())
 		}
 	})
+}
+
+// TestAttemptStopped checks that the process's exit ends an attempt waiting for its answer, as
+// if the caller had gone, and that release unregisters the attempt from the stop context.
+func TestAttemptStopped(t *testing.T) {
+	var cause error
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		<-r.Context().Done()
+		cause = context.Cause(r.Context())
+		return nil, r.Context().Err()
+	})
+	base, _ := url.Parse("http://a.invalid/v1")
+	uc := &upstreamClient{Client: &router.Client{Name: "a"}, baseURL: base, transport: &sharedTransport{RoundTripper: rt}, state: new(router.ClientState)}
+	g := &generation{headerTimeout: time.Minute, firstByteTimout: time.Minute, maxBuffered: 64}
+	r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
+	req := &apiRequest{r: r, ep: epChat, upPath: "/chat/completions"}
+	stop, exit := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, exit)
+	out := attempt(context.Background(), stop, g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+	out.release()
+	if out.kind != outGone {
+		t.Errorf("outcome %d (%v), want outGone", out.kind, out.failure.err)
+	}
+	if cause != errStopping {
+		t.Errorf("attempt cancelled by %v, want %v", cause, errStopping)
+	}
 }

@@ -17,6 +17,9 @@ import (
 const (
 	headerTried   = "X-LLM-Gateway-Tried"
 	headerBackend = "X-LLM-Gateway-Backend"
+
+	canonicalTried   = "X-Llm-Gateway-Tried" // http.CanonicalHeaderKey(headerTried)
+	canonicalBackend = "X-Llm-Gateway-Backend"
 )
 
 // An API call goes through stages that hand values forward (docs/architecture.md):
@@ -98,7 +101,7 @@ func (c *call) run(ctx context.Context) {
 		c.countFailover()
 		c.res.Tried = append(c.res.Tried, spec.uc.Name)
 
-		out := attempt(ctx, g, req, &spec, c.h.logger)
+		out := attempt(ctx, c.h.stopCtx, g, req, &spec, c.h.logger)
 		out.recordVerdict(g, &spec)
 		if out.readFailed {
 			// The upstream answered, but its body could not be read: the audit row holds the
@@ -135,6 +138,12 @@ func (c *call) run(ctx context.Context) {
 			ans = relayLarge(ctx, d, g, out.resp, out.body)
 		default:
 			ans = writeBuffered(d, req, &spec, out.resp, out.body)
+			if !req.auditing {
+				// Written, and no audit row keeps it: the answer's buffer (pooledAnswerBuf) can
+				// serve the next call.
+				putAnswerBuf(out.body)
+				ans.response = nil
+			}
 		}
 		out.release()
 		c.res.setAnswer(ans)
@@ -263,10 +272,12 @@ func setGatewayHeaders(h http.Header, tried []string, backend string) {
 		if len(tried) > 1 {
 			t = strings.Join(tried, ",")
 		}
-		h.Set(headerTried, t)
+		// Set by their canonical keys: h.Set would canonicalise the names anew on every call,
+		// an allocation each.
+		h[canonicalTried] = []string{t}
 	}
 	if backend != "" {
-		h.Set(headerBackend, backend)
+		h[canonicalBackend] = []string{backend}
 	}
 }
 

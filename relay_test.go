@@ -2,6 +2,7 @@ package llmgateway
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -26,23 +27,37 @@ func TestReadLimitedNeverGrowsPastLimit(t *testing.T) {
 		{"declared length overstates", 1 << 40, 3000, 3000},
 		{"empty", 0, 100, 0},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			src := body
-			if tc.contentLength == 0 {
-				src = nil
-			}
-			resp := &http.Response{ContentLength: tc.contentLength, Body: io.NopCloser(iotest.HalfReader(bytes.NewReader(src)))}
-			got, err := readLimited(resp, tc.limit)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != tc.want || !bytes.Equal(got, src[:tc.want]) {
-				t.Errorf("read %d bytes, want the first %d", len(got), tc.want)
-			}
-			if int64(cap(got)) > tc.limit {
-				t.Errorf("buffer capacity %d exceeds the limit %d", cap(got), tc.limit)
-			}
-		})
+		for _, pooled := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, pooled %t", tc.name, pooled), func(t *testing.T) {
+				src := body
+				if tc.contentLength == 0 {
+					src = nil
+				}
+				resp := &http.Response{ContentLength: tc.contentLength, Body: io.NopCloser(iotest.HalfReader(bytes.NewReader(src)))}
+				var got []byte
+				var err error
+				if pooled {
+					// A dirty pooled buffer: what a previous answer left in it must not show.
+					buf := pooledAnswerBuf(resp)
+					if buf != nil {
+						copy(buf[:cap(buf)], bytes.Repeat([]byte{'#'}, cap(buf)))
+					}
+					got, err = readInto(resp, tc.limit, buf)
+					defer putAnswerBuf(got)
+				} else {
+					got, err = readLimited(resp, tc.limit)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != tc.want || !bytes.Equal(got, src[:tc.want]) {
+					t.Errorf("read %d bytes, want the first %d", len(got), tc.want)
+				}
+				if int64(cap(got)) > tc.limit {
+					t.Errorf("buffer capacity %d exceeds the limit %d", cap(got), tc.limit)
+				}
+			})
+		}
 	}
 }
 

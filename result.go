@@ -2,6 +2,7 @@ package llmgateway
 
 import (
 	"bytes"
+	"net/http"
 	"strings"
 	"time"
 
@@ -81,7 +82,7 @@ func (c *call) finish() {
 	// Before anything else: the caller's next call must see this one's tokens, and its
 	// concurrency slot is free once the last byte went out.
 	c.guard("settling the gateway key's counters", c.settle)
-	if extra, ok := c.req.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+	if extra, ok := c.req.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok && accessLogged(c.req.r) {
 		// Caddy's access log entry of this request gains an "llm" object (SPEC §10).
 		extra.Add(zap.Object("llm", &c.res))
 	}
@@ -92,6 +93,14 @@ func (c *call) finish() {
 	if c.audit.Writer() != nil {
 		c.guard("recording the audit row", c.enqueueRecord)
 	}
+}
+
+// accessLogged reports whether Caddy may write an access log entry of r: not when its server has
+// no logs configured. Adding the "llm" field costs allocations and clears a sync.Map on every
+// call, for an entry that is then never written.
+func accessLogged(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return !ok || srv.Logs != nil
 }
 
 // clampUsage bounds the usage an upstream reported before anything uses it: a negative count or

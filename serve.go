@@ -2,7 +2,6 @@ package llmgateway
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -136,11 +135,6 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 	gauge.Inc()
 	defer gauge.Dec()
 
-	// Upstream calls end with the caller's request, or when the process exits.
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	defer context.AfterFunc(h.stopCtx, cancel)()
-
 	keySet := h.keySet.Load() // nil without keys
 	c := &call{
 		h:   h,
@@ -179,7 +173,8 @@ func (h *Handler) serveAPI(w http.ResponseWriter, r *http.Request, next caddyhtt
 		c.fail(e)
 		return nil
 	}
-	c.run(ctx)
+	// Upstream calls end with the caller's request, or when the process exits (attempt).
+	c.run(r.Context())
 	return nil
 }
 

@@ -60,7 +60,6 @@ var hopHeaders = []string{
 // RoundTrip returned.
 func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient, body []byte) (*http.Request, *upstreamBody) {
 	r := c.r
-	u := uc.url(c.upPath, r.URL.RawQuery)
 
 	header := make(http.Header, len(r.Header)+len(uc.headers)+2)
 	for name, values := range r.Header {
@@ -101,8 +100,10 @@ func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient,
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: ub.wrote})
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "", http.NoBody)
-	req.URL = &u
-	req.Host = u.Host
+	// Into the URL NewRequestWithContext made of "": a URL of its own would be one more
+	// allocation per attempt.
+	*req.URL = uc.url(c.upPath, r.URL.RawQuery)
+	req.Host = req.URL.Host
 	req.Header = header
 	if len(body) > 0 {
 		// A *bytes.Reader in io.NopCloser, as NewRequestWithContext makes it: the transport then
@@ -220,11 +221,47 @@ func hasMediaType(contentType, mt string) bool {
 // past limit: it is sized by Content-Length when that is known and within limit (a hint only: it
 // still grows if the upstream sends more), else it doubles from 512 bytes up to limit.
 func readLimited(resp *http.Response, limit int64) ([]byte, error) {
-	size := int64(512)
-	if cl := resp.ContentLength; cl >= 0 && cl < limit {
-		size = cl + 1 // one byte more, so the read that sees EOF needs no growth
+	return readInto(resp, limit, nil)
+}
+
+// answerBufSize is the capacity of the pooled buffers that answers are read into when nothing
+// keeps them past the call (pooledAnswerBuf): most non-streaming answers fit.
+const answerBufSize = 4 << 10
+
+// answerBufs holds *[answerBufSize]byte: an array pointer goes in and out of the pool without
+// the allocation a *[]byte would cost on every Put.
+var answerBufs = sync.Pool{New: func() any { return new([answerBufSize]byte) }}
+
+// pooledAnswerBuf is a buffer from the pool for an answer of resp; give it back with
+// putAnswerBuf once the answer has been written and nothing refers to it. It is nil when the
+// answer is declared larger than the pool's buffers.
+func pooledAnswerBuf(resp *http.Response) []byte {
+	if resp.ContentLength >= answerBufSize {
+		return nil
 	}
-	buf := make([]byte, 0, min(size, limit))
+	return answerBufs.Get().(*[answerBufSize]byte)[:0]
+}
+
+// putAnswerBuf returns buf to the pool if it is one of the pool's (an answer that outgrew its
+// pooled buffer was read into a buffer of its own).
+func putAnswerBuf(buf []byte) {
+	if cap(buf) != answerBufSize {
+		return
+	}
+	answerBufs.Put((*[answerBufSize]byte)(buf[:answerBufSize]))
+}
+
+// readInto is readLimited reading into buf's capacity first when buf is not nil.
+func readInto(resp *http.Response, limit int64, buf []byte) ([]byte, error) {
+	if buf != nil {
+		buf = buf[:0:min(int64(cap(buf)), limit)]
+	} else {
+		size := int64(512)
+		if cl := resp.ContentLength; cl >= 0 && cl < limit {
+			size = cl + 1 // one byte more, so the read that sees EOF needs no growth
+		}
+		buf = make([]byte, 0, min(size, limit))
+	}
 	for int64(len(buf)) < limit {
 		if len(buf) == cap(buf) {
 			grown := make([]byte, len(buf), min(2*int64(cap(buf)), limit))
@@ -304,7 +341,7 @@ func relayLarge(ctx context.Context, d delivery, g *generation, resp *http.Respo
 	}
 	if _, err := io.Copy(io.MultiWriter(d.w, dst), resp.Body); err != nil {
 		ans.partial = true
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || d.stopCtx.Err() != nil {
 			ans.callerGone()
 		}
 		return ans
