@@ -147,22 +147,32 @@ func (p *process) stop(timeout time.Duration) {
 // separate process.
 func (p *process) waitHTTP(url string, timeout time.Duration) error {
 	c := &http.Client{Timeout: time.Second}
+	return p.waitUntil("answering "+url, timeout, func() bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
+}
+
+// waitUntil polls ready every 20 ms until it reports true, the process exits or the timeout
+// passes; what says what ready waits for, in the error.
+func (p *process) waitUntil(what string, timeout time.Duration, ready func() bool) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(timeout)
-	for {
-		if resp, err := c.Get(url); err == nil {
-			resp.Body.Close()
-			return nil
-		}
+	for !ready() {
 		select {
 		case <-p.done:
 			return fmt.Errorf("%s exited during startup; see %s", p.name, p.log)
 		case <-deadline:
-			return fmt.Errorf("%s not answering %s after %v; see %s", p.name, url, timeout, p.log)
+			return fmt.Errorf("%s not %s after %v; see %s", p.name, what, timeout, p.log)
 		case <-tick.C:
 		}
 	}
+	return nil
 }
 
 // cpuTime returns the user+system CPU time the process has used so far, its
@@ -487,17 +497,5 @@ func (p *process) waitRedis(port int, timeout time.Duration) error {
 		n, _ := io.ReadFull(c, buf)
 		return string(buf[:n]) == "+PONG\r\n"
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(timeout)
-	for !ping() {
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited during startup; see %s", p.name, p.log)
-		case <-deadline:
-			return fmt.Errorf("%s not answering PING on %s after %v; see %s", p.name, addr, timeout, p.log)
-		case <-tick.C:
-		}
-	}
-	return nil
+	return p.waitUntil("answering PING on "+addr, timeout, ping)
 }
