@@ -194,6 +194,9 @@ func (w *Writer) enqueue(r *Record, pol *policy) bool {
 	}
 	w.mu.RUnlock()
 	w.drop()
+	if r.Release != nil {
+		r.Release()
+	}
 	return false
 }
 
@@ -394,6 +397,12 @@ func (w *Writer) write(batch []item) {
 		}
 		w.insert(batch[:n])
 		batch = batch[n:]
+	}
+	// Every row's transaction has ended: nothing reads the records any more.
+	for _, it := range w.batch {
+		if it.rec.Release != nil {
+			it.rec.Release()
+		}
 	}
 	clear(w.batch) // let the records and their bodies be collected
 }
