@@ -96,7 +96,9 @@ type Record struct {
 	// record: after the transaction its row went into ended (committed or
 	// not), or at once when Enqueue refuses it. The producer may then reuse
 	// the record and the memory its fields refer to, such as a pooled buffer
-	// holding Response: SQLite stores copies of the values. It is not called
+	// holding Response: SQLite stores copies of the values. Headers is the
+	// exception: the writer may compare later rows' headers with them, so
+	// they must not change after Enqueue at all. It is not called
 	// for a record lost to a panic in the writer; the garbage collector frees
 	// that one.
 	Release func()

@@ -107,6 +107,11 @@ type Writer struct {
 	buf         []byte   // scratch for Time and Headers
 	hbuf        []byte   // scratch for header values
 	keys        []string // scratch for header names
+	// timeHead is the time last formatted up to its seconds (appendTime), of timeSec (Unix
+	// seconds) in timeLoc.
+	timeHead []byte
+	timeSec  int64
+	timeLoc  *time.Location
 }
 
 // newWriter opens the database, rotates it right away if it holds an older
