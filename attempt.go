@@ -181,12 +181,8 @@ func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *at
 		out.kind, out.resp = outLarge, resp
 		return out
 	}
-	var buf []byte
-	if !req.auditing {
-		// Nothing keeps the answer once it is written (run gives the buffer back).
-		buf = pooledAnswerBuf(resp)
-	}
-	body, err := readInto(resp, g.maxBuffered+1, buf)
+	// Given back once the answer is written, or once its audit row is (run, auditRow).
+	body, err := readInto(resp, g.maxBuffered+1, pooledAnswerBuf(resp))
 	if err == nil && int64(len(body)) > g.maxBuffered {
 		out.kind, out.resp, out.body = outLarge, resp, body
 		return out

@@ -55,6 +55,10 @@ type call struct {
 	// candBuf is the planner's scratch for candidate lists (planner.start says why it is here).
 	candBuf [16]int
 
+	// answerBuf is the buffer a buffered answer was read into when the audit row keeps the
+	// answer: the row gives it back to the pool once written (auditRow).
+	answerBuf []byte
+
 	res Result
 }
 
@@ -138,9 +142,13 @@ func (c *call) run(ctx context.Context) {
 			ans = relayLarge(ctx, d, g, out.resp, out.body)
 		default:
 			ans = writeBuffered(d, req, &spec, out.resp, out.body)
-			if !req.auditing {
-				// Written, and no audit row keeps it: the answer's buffer (pooledAnswerBuf) can
-				// serve the next call.
+			if req.bodies {
+				// The audit row keeps the answer: its buffer goes back once the row is
+				// written (auditRow).
+				c.answerBuf = out.body
+			} else {
+				// Written, and no audit row keeps it: the answer's buffer (pooledAnswerBuf)
+				// can serve the next call.
 				putAnswerBuf(out.body)
 				ans.response = nil
 			}

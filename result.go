@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -121,8 +122,47 @@ func (c *call) clampUsage() {
 	c.res.UsageClamped = true
 }
 
-// enqueueRecord hands the call's audit row to the writer.
-func (c *call) enqueueRecord() { c.audit.Enqueue(c.record()) }
+// enqueueRecord hands the call's audit row to the writer, with the answer's pooled buffer, which
+// the writer gives back once the row is written.
+func (c *call) enqueueRecord() {
+	row := auditRows.Get().(*auditRow)
+	c.record(&row.rec)
+	row.rec.Release = row.release
+	row.buf, c.answerBuf = c.answerBuf, nil
+	// The row owns the answer from here on: the call must not read it any more.
+	c.res.Response = nil
+	c.audit.Enqueue(&row.rec)
+}
+
+// auditRow is an audit record and the pooled answer buffer its Response may point into, both
+// reused once the writer is done with them (audit.Record.Release): an audited call then
+// allocates neither, as an unaudited one does not.
+type auditRow struct {
+	rec     audit.Record
+	buf     []byte // from pooledAnswerBuf; nil if none
+	release func() // free, made once per row
+}
+
+// auditRows holds *auditRow. Its New is set in init: free puts rows back into it.
+var auditRows sync.Pool
+
+func init() {
+	auditRows.New = func() any {
+		row := new(auditRow)
+		row.release = row.free
+		return row
+	}
+}
+
+// free gives the answer's buffer and the row back to their pools. The writer calls it (as the
+// record's Release) once the row's transaction ended.
+func (row *auditRow) free() {
+	if row.buf != nil {
+		putAnswerBuf(row.buf)
+	}
+	row.rec, row.buf = audit.Record{}, nil
+	auditRows.Put(row)
+}
 
 // guard runs fn, turning a panic in it into a logged error. It is for the bookkeeping done once
 // the answer has been written, where a panic can only do harm.
@@ -205,14 +245,37 @@ func (c *apiRequest) requestFlags(body []byte) (tool, multimodal bool) {
 	if c.multipart {
 		return false, false
 	}
-	return bytes.Contains(body, []byte(`"tools"`)), c.ep == epChat && bytes.Contains(body, []byte(`"image_url"`))
+	return quotedKeys(body, c.ep == epChat)
 }
 
-// record builds the call's audit row.
-func (c *call) record() *audit.Record {
+// quotedKeys reports whether body holds `"tools"` and, when image is set, `"image_url"`, as
+// bytes.Contains would, in one pass that only stops at quotes. bytes.Contains gives up on its
+// byte search after a few false starts, and a JSON body starts with many quotes: it then
+// compares at every byte, about 0.6 µs for each of the two words in a 2 KB body.
+func quotedKeys(body []byte, image bool) (tool, multimodal bool) {
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(body[i:], '"')
+		if j < 0 {
+			return tool, multimodal
+		}
+		i += j
+		rest := body[i:]
+		if !tool && bytes.HasPrefix(rest, []byte(`"tools"`)) {
+			tool = true
+		} else if image && !multimodal && bytes.HasPrefix(rest, []byte(`"image_url"`)) {
+			multimodal = true
+		}
+		if tool && (multimodal || !image) {
+			return tool, multimodal
+		}
+	}
+}
+
+// record fills rec with the call's audit row.
+func (c *call) record(rec *audit.Record) {
 	r := c.req.r
 	res := &c.res
-	rec := &audit.Record{
+	*rec = audit.Record{
 		Time:             c.req.start,
 		Model:            res.Model,
 		Type:             c.req.ep.recordType(),
@@ -251,5 +314,4 @@ func (c *call) record() *audit.Record {
 	if res.Backend == "" && len(res.Tried) > 0 {
 		rec.Backend = res.Tried[len(res.Tried)-1]
 	}
-	return rec
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ncruces/go-sqlite3"
 )
@@ -106,6 +108,11 @@ type boundValue struct {
 	text  string
 	bytes []byte // owned copy
 	n     int64
+	// header and pol are the Headers and policy the bound bytes were encoded from (kind
+	// boundBlob of the Headers parameter; nil otherwise): equal Headers under the same policy
+	// encode to the same bytes, which need neither encoding nor comparing again.
+	header http.Header
+	pol    *policy
 }
 
 type boundKind uint8
@@ -139,6 +146,26 @@ func (s *insertStmt) forget() {
 	for i := range s.last {
 		s.last[i] = boundValue{bytes: s.last[i].bytes[:0]}
 	}
+}
+
+// sameHeader reports whether a and b hold the same names with the same values in the same
+// order, so that they encode alike.
+func sameHeader(a, b http.Header) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, av := range a {
+		bv, ok := b[k]
+		if !ok || len(av) != len(bv) {
+			return false
+		}
+		for i := range av {
+			if av[i] != bv[i] {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // clear unbinds every parameter, freeing SQLite's copies of the values.
@@ -239,7 +266,7 @@ func (w *Writer) bindRow(s *insertStmt, row int, it item) (err error) {
 	}()
 	r, pol := it.rec, it.pol
 	p := row * columnsPerRow
-	w.buf = r.Time.Local().AppendFormat(w.buf[:0], TimeLayout)
+	w.buf = w.appendTime(w.buf[:0], r.Time)
 	// The time differs from row to row: bound without being remembered.
 	s.last[p+colTime-1].kind = boundUnknown
 	errs := [...]error{
@@ -270,12 +297,38 @@ func (w *Writer) bindRow(s *insertStmt, row int, it item) (err error) {
 	return errors.Join(errs[:]...)
 }
 
+// bindHeaders binds the Headers column. Rows of one client mostly carry the same headers: when
+// those of the row last bound to the parameter are equal (and masked alike), the value bound
+// stays, without encoding the headers again.
+// appendTime appends t in local time as TimeLayout, as t.Local().AppendFormat would. Rows come
+// many to a second: the part up to the seconds is formatted once per second and zone.
+func (w *Writer) appendTime(dst []byte, t time.Time) []byte {
+	if sec := t.Unix(); sec != w.timeSec || time.Local != w.timeLoc || len(w.timeHead) == 0 {
+		w.timeHead = t.Local().AppendFormat(w.timeHead[:0], TimeLayout[:len(TimeLayout)-len(".000000")])
+		w.timeSec, w.timeLoc = sec, time.Local
+	}
+	dst = append(dst, w.timeHead...)
+	us := t.Nanosecond() / 1000
+	return append(dst, '.',
+		byte('0'+us/100000), byte('0'+us/10000%10), byte('0'+us/1000%10),
+		byte('0'+us/100%10), byte('0'+us/10%10), byte('0'+us%10))
+}
+
 func (w *Writer) bindHeaders(s *insertStmt, param int, r *Record, pol *policy) error {
 	if r.Headers == nil {
 		return s.null(param)
 	}
+	b := &s.last[param-1]
+	if b.kind == boundBlob && b.pol == pol && b.header != nil && sameHeader(b.header, r.Headers) {
+		return nil
+	}
+	b.header, b.pol = nil, nil
 	w.buf, w.keys = appendHeadersJSON(w.buf[:0], r.Headers, pol.redact, w.keys, &w.hbuf)
-	return s.blob(param, w.buf, true)
+	if err := s.blob(param, w.buf, true); err != nil {
+		return err
+	}
+	b.header, b.pol = r.Headers, pol
+	return nil
 }
 
 func (w *Writer) bindCost(s *insertStmt, param int, r *Record) error {

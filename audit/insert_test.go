@@ -92,3 +92,102 @@ func TestMultiRowInsertStoresEachRowsValues(t *testing.T) {
 		t.Errorf("rollup: requests, rowids %v, want %d 1 %d", got, n, n)
 	}
 }
+
+// TestAppendTimeMatchesFormat checks the writer's cached time formatting against
+// t.Local().AppendFormat(TimeLayout) for times within one second, across seconds, backwards,
+// before 1970, and after the local zone changed.
+func TestAppendTimeMatchesFormat(t *testing.T) {
+	w := new(Writer)
+	base := time.Date(2026, 11, 29, 4, 59, 58, 999_999_000, time.UTC)
+	var times []time.Time
+	for _, d := range []time.Duration{0, 1, 999, 1000, 1001, time.Microsecond, time.Millisecond, 2 * time.Second, -3 * time.Second,
+		time.Hour, -time.Nanosecond, 123456789, 30 * 24 * time.Hour} {
+		times = append(times, base.Add(d))
+	}
+	times = append(times, time.Unix(-1, 500_000_000), time.Unix(-1, 0), time.Unix(0, 1), time.Unix(1_700_000_000, 999_999_999), time.Now(),
+		base) // last as first: the zone changes between them
+	check := func() {
+		t.Helper()
+		for _, at := range times {
+			want := at.Local().Format(TimeLayout)
+			if got := string(w.appendTime(nil, at)); got != want {
+				t.Errorf("appendTime(%v) = %q, want %q", at, got, want)
+			}
+		}
+	}
+	check()
+	saved := time.Local
+	defer func() { time.Local = saved }()
+	for _, zone := range []string{"Asia/Kolkata", "America/St_Johns", "UTC"} {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Logf("zone %s: %v", zone, err)
+			continue
+		}
+		time.Local = loc
+		check()
+	}
+}
+
+// TestEqualHeadersKeepTheirBinding checks that a row whose headers equal those of the row last
+// bound to the same parameter stores them, that a row with other headers (a value, a name, a
+// second value, the redaction policy) stores its own.
+func TestEqualHeadersKeepTheirBinding(t *testing.T) {
+	cfg := testConfig(t)
+	w := startWriter(t, cfg)
+	other := &policy{bodies: cfg.policy.bodies, redact: newRedactor([]string{"X-Secret"})}
+	h := func(kv ...string) http.Header {
+		m := http.Header{}
+		for i := 0; i < len(kv); i += 2 {
+			m.Add(kv[i], kv[i+1])
+		}
+		return m
+	}
+	cases := []struct {
+		h   http.Header
+		pol *policy
+	}{
+		{h("Accept", "a", "X-Secret", "sk-0123456789abcdefgh"), nil},
+		{h("Accept", "a", "X-Secret", "sk-0123456789abcdefgh"), nil},
+		{h("Accept", "b", "X-Secret", "sk-0123456789abcdefgh"), nil},
+		{h("Accept", "b", "X-Secret", "sk-0123456789abcdefgh"), other},
+		{h("Accept", "b", "X-Secret", "sk-0123456789abcdefgh"), other},
+		{h("Accept", "b", "X-Other", "sk-0123456789abcdefgh"), other},
+		{h("Accept", "b", "X-Other", "sk-0123456789abcdefgh", "Accept", "c"), other},
+		{h("Accept", "b", "X-Other", "sk-0123456789abcdefgh"), other},
+		{h("Accept", "b"), other},
+		{nil, nil},
+		{h("Accept", "b"), other},
+		{h("Accept", "b"), nil},
+	}
+	var want []string
+	for round := range 2 * rowsPerInsert {
+		for i, c := range cases {
+			pol := c.pol
+			if pol == nil {
+				pol = cfg.policy
+			}
+			r := fullRecord(round*len(cases)+i, time.Now())
+			r.Headers = c.h
+			if !w.enqueue(r, pol) {
+				t.Fatal("enqueue refused")
+			}
+			if c.h == nil {
+				want = append(want, "<nil>")
+				continue
+			}
+			b, _ := appendHeadersJSON(nil, c.h, pol.redact, nil, new([]byte))
+			want = append(want, string(b))
+		}
+		syncWriter(t, w)
+	}
+	rows := query(t, cfg.path, `SELECT Headers FROM records ORDER BY id`)
+	if len(rows) != len(want) {
+		t.Fatalf("%d rows, want %d", len(rows), len(want))
+	}
+	for i, row := range rows {
+		if got := fmt.Sprint(row[0]); got != want[i] {
+			t.Errorf("row %d: Headers %s, want %s", i, got, want[i])
+		}
+	}
+}

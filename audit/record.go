@@ -91,6 +91,17 @@ type Record struct {
 	// CostUSD is the call's price in US dollars from the gateway's prices;
 	// nil, stored as NULL, when no price names the model.
 	CostUSD *float64
+
+	// Release, if not nil, is called once the writer is done with the
+	// record: after the transaction its row went into ended (committed or
+	// not), or at once when Enqueue refuses it. The producer may then reuse
+	// the record and the memory its fields refer to, such as a pooled buffer
+	// holding Response: SQLite stores copies of the values. Headers is the
+	// exception: the writer may compare later rows' headers with them, so
+	// they must not change after Enqueue at all. It is not called
+	// for a record lost to a panic in the writer; the garbage collector frees
+	// that one.
+	Release func()
 }
 
 // Body storage policies, the values of App.Bodies.

@@ -107,6 +107,11 @@ type Writer struct {
 	buf         []byte   // scratch for Time and Headers
 	hbuf        []byte   // scratch for header values
 	keys        []string // scratch for header names
+	// timeHead is the time last formatted up to its seconds (appendTime), of timeSec (Unix
+	// seconds) in timeLoc.
+	timeHead []byte
+	timeSec  int64
+	timeLoc  *time.Location
 }
 
 // newWriter opens the database, rotates it right away if it holds an older
@@ -194,6 +199,9 @@ func (w *Writer) enqueue(r *Record, pol *policy) bool {
 	}
 	w.mu.RUnlock()
 	w.drop()
+	if r.Release != nil {
+		r.Release()
+	}
 	return false
 }
 
@@ -394,6 +402,12 @@ func (w *Writer) write(batch []item) {
 		}
 		w.insert(batch[:n])
 		batch = batch[n:]
+	}
+	// Every row's transaction has ended: nothing reads the records any more.
+	for _, it := range w.batch {
+		if it.rec.Release != nil {
+			it.rec.Release()
+		}
 	}
 	clear(w.batch) // let the records and their bodies be collected
 }
