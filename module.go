@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -381,31 +382,53 @@ func newUpstreamClient(repl *caddy.Replacer, c *router.Client, thinking router.T
 		uc.headers = append(uc.headers, newHeaderValue(repl, name, value))
 	}
 
-	raw := c.TransportRaw
-	if len(raw) == 0 {
-		raw = json.RawMessage(`{"protocol":"http"}`)
-	}
-	if u.Scheme == "https" {
-		// An https base_url needs TLS on Caddy's transport, as reverse_proxy enables it for
-		// https upstreams; keep any TLS settings the operator gave.
-		raw, err = enableTLS(raw)
-		if err != nil {
-			return nil, nil, err
-		}
+	raw, err := transportConfig(c.TransportRaw, u.Scheme == "https")
+	if err != nil {
+		return nil, nil, err
 	}
 	return uc, raw, nil
 }
 
-// enableTLS adds an empty "tls" object to a transport config that has none.
-func enableTLS(raw json.RawMessage) (json.RawMessage, error) {
+// defaultReadBufferSize is the read buffer of the gateway's HTTP transports where the client's
+// transport block sets none (net/http's default is 4 KiB). Every upstream connection keeps it
+// for its whole life, and an open stream holds a connection of its own, so at thousands of open
+// streams it is a large part of the gateway's memory. 2 KiB still takes a usual answer's
+// headers, or several stream events, in one read. The write buffer keeps net/http's 4 KiB: a
+// request that does not fit in it leaves in two writes instead of one (docs/benchmarks.md).
+const defaultReadBufferSize = 2 << 10
+
+// transportConfig is the transport config a client loads: raw (the client's transport block,
+// {"protocol":"http"} when it has none) with the gateway's defaults. An http transport gets
+// defaultReadBufferSize where raw sets no read_buffer_size, and, for an https base_url, an empty
+// "tls" object (as reverse_proxy enables TLS for https upstreams) where raw has no TLS settings.
+func transportConfig(raw json.RawMessage, https bool) (json.RawMessage, error) {
+	if len(raw) == 0 {
+		// The usual case, once per client: thousands of clients need no JSON round trip.
+		if https {
+			return json.RawMessage(`{"protocol":"http","read_buffer_size":` + strconv.Itoa(defaultReadBufferSize) + `,"tls":{}}`), nil
+		}
+		return json.RawMessage(`{"protocol":"http","read_buffer_size":` + strconv.Itoa(defaultReadBufferSize) + `}`), nil
+	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
 	}
-	if _, ok := m["tls"]; ok {
+	changed := false
+	setDefault := func(name, value string) {
+		if _, ok := m[name]; !ok {
+			m[name] = json.RawMessage(value)
+			changed = true
+		}
+	}
+	if https {
+		setDefault("tls", `{}`)
+	}
+	if string(m["protocol"]) == `"http"` {
+		setDefault("read_buffer_size", strconv.Itoa(defaultReadBufferSize))
+	}
+	if !changed {
 		return raw, nil
 	}
-	m["tls"] = json.RawMessage(`{}`)
 	return json.Marshal(m)
 }
 

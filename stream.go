@@ -238,6 +238,9 @@ type relay struct {
 	expired atomic.Bool             // the clock ran out and cancelled the attempt
 }
 
+// The SSE reader gives its buffer back while the relay waits for the upstream (sse.Waiter).
+var _ sse.Waiter = (*relay)(nil)
+
 // errStreamIdle is the cause the idle clock cancels a stream's attempt with.
 var errStreamIdle = errors.New("upstream sent nothing within stream_idle_timeout")
 
@@ -256,6 +259,22 @@ func (r *relay) Read(p []byte) (int, error) {
 	n, err := r.upstream.Read(p)
 	r.stopClock()
 	return n, err
+}
+
+// WaitRead implements sse.Waiter: the SSE reader calls it when it has nothing buffered, so that
+// an open stream waits for the upstream's next bytes holding no buffer of the reader's. The
+// pending events are sent first, as before any upstream read, and the wait is on the idle clock.
+// It is a zero-length read of the upstream body: an HTTP/1.1 chunked body waits in it for the
+// next chunk's header, an HTTP/2 body for data (neither consumes any); a body that returns at
+// once (io.Reader allows (0, nil) for an empty read) leaves the wait to the read that follows.
+func (r *relay) WaitRead() error {
+	if err := r.send(); err != nil {
+		return err
+	}
+	r.startClock(r.idle)
+	_, err := r.upstream.Read(nil)
+	r.stopClock()
+	return err
 }
 
 // startClock gives the next upstream read d to return before the attempt is cancelled.

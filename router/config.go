@@ -357,7 +357,8 @@ type Client struct {
 	Headers map[string]string `json:"headers,omitempty"`
 
 	// TransportRaw configures how requests reach the upstream, using Caddy's reverse_proxy
-	// transport modules. Default: {"protocol":"http"} with Caddy's defaults.
+	// transport modules. Default: {"protocol":"http"} with Caddy's defaults, except that an http
+	// transport without read_buffer_size reads through a 2 KiB buffer (net/http's is 4 KiB).
 	TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=http.reverse_proxy.transport inline_key=protocol"`
 }
 

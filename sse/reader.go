@@ -14,11 +14,14 @@ import (
 const DefaultMaxLineSize = 4 << 20
 
 // initialBufferSize is the starting size of a Reader's buffer. It is small
-// because a gateway holds one Reader per open stream, blocked in a read into
-// this buffer while the stream is idle: 1 KiB holds a typical chat chunk
-// (200–500 bytes) whole. Bursts borrow the bulk buffer instead, and the
-// buffer grows only for streams that actually send longer lines.
+// because a gateway holds one Reader per open stream: 1 KiB holds a typical
+// chat chunk (200–500 bytes) whole. Bursts borrow the bulk buffer instead, and
+// the buffer grows only for streams that actually send longer lines. A Reader
+// whose source is a Waiter gives this buffer back to smallPool while it waits
+// with nothing buffered, so idle streams hold none.
 const initialBufferSize = 1 << 10
+
+var smallPool = sync.Pool{New: func() any { b := make([]byte, initialBufferSize); return &b }}
 
 // bulkBufferSize is the size of the buffer a Reader borrows while reads keep filling its own:
 // the upstream is sending faster than events are consumed, and bigger reads save system calls.
@@ -27,6 +30,17 @@ const initialBufferSize = 1 << 10
 const bulkBufferSize = 32 << 10
 
 var bulkPool = sync.Pool{New: func() any { b := make([]byte, bulkBufferSize); return &b }}
+
+// A Waiter is a source that can wait for its next bytes without being given a buffer. A
+// Reader whose source is a Waiter, and that has nothing buffered and nothing pending (its last
+// read did not fill its buffer), gives its own buffer back to a pool, calls WaitRead, and takes
+// a buffer again for the read that follows. Thousands of idle Readers then hold no buffer.
+//
+// WaitRead returns when the source may have data, or with the error a read would have
+// returned. Returning early is allowed: the read that follows then waits, with the buffer.
+type Waiter interface {
+	WaitRead() error
+}
 
 // ErrLineTooLong is returned by Reader.Next when a line exceeds the
 // Reader's maximum line size.
@@ -84,6 +98,8 @@ type Reader struct {
 	full    bool    // the last read filled all the free space: data comes in bulk
 	small   []byte  // the Reader's own buffer while buf is borrowed from bulkPool
 	bulk    *[]byte // the pool's handle of the borrowed buffer, or nil
+	own     *[]byte // smallPool's handle of the Reader's own buffer; nil when it is not the pool's
+	waiter  Waiter  // rd, when it is one
 	started bool    // the byte order mark check is done
 
 	// State of the event being assembled.
@@ -110,12 +126,20 @@ func NewReaderSize(rd io.Reader, maxLine int) *Reader {
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLineSize
 	}
-	return &Reader{
-		rd:       rd,
-		buf:      make([]byte, min(initialBufferSize, maxLine+1)),
-		maxLine:  maxLine,
-		pinStart: -1,
+	r := &Reader{rd: rd, maxLine: maxLine, pinStart: -1}
+	r.waiter, _ = rd.(Waiter)
+	r.own, r.buf = newBuffer(maxLine)
+	return r
+}
+
+// newBuffer returns a Reader's own buffer for lines of up to maxLine bytes: one of smallPool's,
+// with its handle, unless maxLine is below the pool's size.
+func newBuffer(maxLine int) (*[]byte, []byte) {
+	if maxLine+1 < initialBufferSize {
+		return nil, make([]byte, maxLine+1)
 	}
+	h := smallPool.Get().(*[]byte)
+	return h, *h
 }
 
 // Reset discards all state and makes r read from rd, so that Readers can be
@@ -130,9 +154,9 @@ func (r *Reader) Reset(rd io.Reader) {
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLineSize
 	}
-	buf := r.buf
-	if cap(buf) == 0 || cap(buf) > initialBufferSize {
-		buf = make([]byte, min(initialBufferSize, maxLine+1))
+	own, buf := r.own, r.buf
+	if own == nil && (cap(buf) == 0 || cap(buf) > initialBufferSize) {
+		own, buf = newBuffer(maxLine)
 	}
 	data := r.data[:0]
 	if cap(data) > 16*initialBufferSize {
@@ -141,12 +165,14 @@ func (r *Reader) Reset(rd io.Reader) {
 	*r = Reader{
 		rd:       rd,
 		buf:      buf[:cap(buf)],
+		own:      own,
 		maxLine:  maxLine,
 		pinStart: -1,
 		data:     data,
 		name:     r.name[:0],
 		id:       r.id[:0],
 	}
+	r.waiter, _ = rd.(Waiter)
 }
 
 // Buffered returns the number of bytes already read from the underlying
@@ -375,6 +401,11 @@ func (r *Reader) fill() {
 		// The burst is over: go back to the small buffer before blocking in Read.
 		r.returnBulk(true)
 	}
+	if r.w == 0 && !r.full && r.waiter != nil && r.own != nil && r.bulk == nil {
+		if r.wait(); r.err != nil {
+			return
+		}
+	}
 	for range 100 {
 		free := len(r.buf) - r.w
 		n, err := r.rd.Read(r.buf[r.w:])
@@ -395,6 +426,19 @@ func (r *Reader) fill() {
 	r.err = io.ErrNoProgress
 }
 
+// wait lets the Waiter source wait for data while the Reader holds no buffer (fill checked
+// that nothing is buffered or pending, and that the buffer is smallPool's). A gateway's open
+// streams spend most of their life here.
+func (r *Reader) wait() {
+	smallPool.Put(r.own)
+	r.own, r.buf = nil, nil
+	err := r.waiter.WaitRead()
+	r.own, r.buf = newBuffer(r.maxLine)
+	if err != nil {
+		r.err = err
+	}
+}
+
 // returnBulk gives a borrowed buffer back to the pool, moving the buffered bytes to the
 // Reader's own buffer when keep is set (they fit: the caller checked), or to a private copy of
 // the borrowed one otherwise.
@@ -412,11 +456,16 @@ func (r *Reader) returnBulk(keep bool) {
 	r.bulk, r.small = nil, nil
 }
 
-// grow replaces the buffer with a larger one holding the same bytes.
+// grow replaces the buffer with a larger one holding the same bytes. A pooled buffer goes
+// back to its pool: the grown one is the Reader's until Reset.
 func (r *Reader) grow(size int) {
 	nb := make([]byte, size)
 	copy(nb, r.buf[:r.w])
 	r.buf = nb
+	if r.own != nil {
+		smallPool.Put(r.own)
+		r.own = nil
+	}
 }
 
 // compact slides the live part of the buffer to its front.
