@@ -84,10 +84,11 @@ type outcome struct {
 	failure    failure
 	readFailed bool
 
-	uc     *upstreamClient
-	cancel context.CancelCauseFunc // cancels the attempt's context
-	timer  *time.Timer
-	unstop func() bool // unregisters the cancel on stop
+	uc      *upstreamClient
+	reqBody *upstreamBody           // the request body as the transport got it
+	cancel  context.CancelCauseFunc // cancels the attempt's context
+	timer   *time.Timer
+	unstop  func() bool // unregisters the cancel on stop
 }
 
 // release ends the attempt: its timer, its context and its in-flight count.
@@ -137,8 +138,8 @@ func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *at
 	idle := &idleBody{d: g.headerTimeout, cancel: cancel, timeoutErr: timeoutErr}
 	timer := time.AfterFunc(timeout, idle.expire)
 	idle.timer = timer
-	out := outcome{uc: uc, cancel: cancel, timer: timer, unstop: unstop}
 	upReq, reqBody := req.newUpstreamRequest(actx, uc, spec.body)
+	out := outcome{uc: uc, reqBody: reqBody, cancel: cancel, timer: timer, unstop: unstop}
 
 	uc.state.InFlight.Add(1)
 	resp, err := uc.transport.RoundTrip(upReq)

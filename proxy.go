@@ -55,6 +55,11 @@ type call struct {
 	// candBuf is the planner's scratch for candidate lists (planner.start says why it is here).
 	candBuf [16]int
 
+	// upstreamBodies counts the upstream requests made with a pooled body (req.buf), and
+	// upstreamBody is the last one's body: releaseBody asks it whether the transport is done.
+	upstreamBodies int
+	upstreamBody   *upstreamBody
+
 	res Result
 }
 
@@ -66,8 +71,9 @@ type apiRequest struct {
 	upPath string // appended to a client's base_url
 	start  time.Time
 
-	body      []byte // the caller's body
-	multipart bool   // body is multipart/form-data
+	body      []byte      // the caller's body
+	buf       *requestBuf // the pooled buffer body was read into, nil for none (reqbuf.go)
+	multipart bool        // body is multipart/form-data
 	info      reqbody.Info
 	stream    bool // the caller asked for a stream on an endpoint that streams
 
@@ -102,6 +108,7 @@ func (c *call) run(ctx context.Context) {
 		c.res.Tried = append(c.res.Tried, spec.uc.Name)
 
 		out := attempt(ctx, c.h.stopCtx, g, req, &spec, c.h.logger)
+		c.noteUpstreamBody(out.reqBody)
 		out.recordVerdict(g, &spec)
 		if out.readFailed {
 			// The upstream answered, but its body could not be read: the audit row holds the
@@ -132,6 +139,7 @@ func (c *call) run(ctx context.Context) {
 		case outStream:
 			c.res.Stream = true
 			c.dropBodies()
+			c.releaseBody()
 			spec.body = nil // a stream lasts minutes: hold no prompt meanwhile
 			ans = copyStream(d, g, req, &spec, out.resp, out.cancel)
 		case outLarge:
