@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -88,13 +89,15 @@ type outcome struct {
 	reqBody *upstreamBody           // the request body as the transport got it
 	cancel  context.CancelCauseFunc // cancels the attempt's context
 	timer   *time.Timer
-	unstop  func() bool // unregisters the cancel on stop
+	idle    *idleBody // registered with stops
+	stops   *stopper
 }
 
-// release ends the attempt: its timer, its context and its in-flight count.
+// release ends the attempt: its timer, its registration for the exit, its context and its
+// in-flight count.
 func (o *outcome) release() {
 	o.timer.Stop()
-	o.unstop()
+	o.stops.remove(o.idle)
 	o.cancel(nil)
 	o.uc.state.InFlight.Add(-1)
 }
@@ -120,9 +123,9 @@ func (o *outcome) recordVerdict(g *generation, spec *attemptSpec) {
 // attempt sends spec to its client: one RoundTrip under the attempt's timeouts, then, for an
 // answer that is not a stream, the read of its body (a read that fails leaves the next client
 // to try: nothing was written to the caller yet). ctx is the call's context (the caller's
-// request's); stop is cancelled when the process exits, which ends the attempt as if the caller
+// request's); stops is stopped when the process exits, which ends the attempt as if the caller
 // had gone.
-func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *attemptSpec, log *zap.Logger) outcome {
+func attempt(ctx context.Context, stops *stopper, g *generation, req *apiRequest, spec *attemptSpec, log *zap.Logger) outcome {
 	uc := spec.uc
 	timeout, timeoutErr := g.headerTimeout, errHeaderTimeout
 	if req.stream {
@@ -131,15 +134,16 @@ func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *at
 	// The attempt's context is the caller's request's own child: a context of the call between
 	// them would cost a context (and its cancellation) per call for nothing but the exit.
 	actx, cancel := context.WithCancelCause(ctx)
-	unstop := context.AfterFunc(stop, func() { cancel(errStopping) })
-	gone := func() bool { return ctx.Err() != nil || stop.Err() != nil }
+	gone := func() bool { return ctx.Err() != nil || stops.ctx.Err() != nil }
 	// One timer per attempt: it bounds the wait for headers, then each pause in a non-streaming
-	// answer's body (inBody set). Its state is the idle body's, one allocation for both.
+	// answer's body (inBody set). Its state is the idle body's, one allocation for both, which
+	// also registers the attempt with stops.
 	idle := &idleBody{d: g.headerTimeout, cancel: cancel, timeoutErr: timeoutErr}
+	stops.add(idle)
 	timer := time.AfterFunc(timeout, idle.expire)
 	idle.timer = timer
 	upReq, reqBody := req.newUpstreamRequest(actx, uc, spec.body)
-	out := outcome{uc: uc, reqBody: reqBody, cancel: cancel, timer: timer, unstop: unstop}
+	out := outcome{uc: uc, reqBody: reqBody, cancel: cancel, timer: timer, idle: idle, stops: stops}
 
 	uc.state.InFlight.Add(1)
 	resp, err := uc.transport.RoundTrip(upReq)
@@ -230,6 +234,72 @@ type idleBody struct {
 	inBody     atomic.Bool
 	cancel     context.CancelCauseFunc
 	timeoutErr error // the cause of a timeout waiting for headers
+
+	// The attempts in flight of a stopper, linked through their idle bodies.
+	prev, next *idleBody
+	inSet      bool
+}
+
+// stopper cancels the upstream attempts in flight when the process exits: ctx is cancelled, and
+// so is every attempt registered (add) and not yet released (remove). Attempts are a list under
+// a mutex, two short critical sections per attempt, where context.AfterFunc on the stop context
+// would cost two allocations and a map entry for an event that comes once.
+type stopper struct {
+	ctx    context.Context // cancelled at stop: copies check it
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	stopped bool
+	head    *idleBody
+}
+
+func newStopper() *stopper {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &stopper{ctx: ctx, cancel: cancel}
+}
+
+// add registers the attempt of b, cancelling it at once (errStopping) when stop ran already.
+func (s *stopper) add(b *idleBody) {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		b.cancel(errStopping)
+		return
+	}
+	b.next, b.inSet = s.head, true
+	if s.head != nil {
+		s.head.prev = b
+	}
+	s.head = b
+	s.mu.Unlock()
+}
+
+// remove unregisters the attempt of b; it does nothing if b is not registered.
+func (s *stopper) remove(b *idleBody) {
+	s.mu.Lock()
+	if b.inSet {
+		if b.prev != nil {
+			b.prev.next = b.next
+		} else {
+			s.head = b.next
+		}
+		if b.next != nil {
+			b.next.prev = b.prev
+		}
+		b.prev, b.next, b.inSet = nil, nil, false
+	}
+	s.mu.Unlock()
+}
+
+// stop cancels ctx and every attempt registered, and those registered later, with errStopping.
+func (s *stopper) stop() {
+	s.cancel()
+	s.mu.Lock()
+	s.stopped = true
+	for b := s.head; b != nil; b = b.next {
+		b.cancel(errStopping)
+	}
+	s.mu.Unlock()
 }
 
 // expire is the timer's function: it cancels the attempt with the cause of the wait it bounds.

@@ -458,7 +458,7 @@ func TestAttempt(t *testing.T) {
 			if tt.gone {
 				cancel()
 			}
-			out := attempt(ctx, context.Background(), g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+			out := attempt(ctx, newStopper(), g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
 			defer out.release()
 			if out.kind != tt.kind || out.failure.kind != tt.failKind {
 				t.Fatalf("outcome %d failure %d (%v), want %d %d", out.kind, out.failure.kind, out.failure.err, tt.kind, tt.failKind)
@@ -554,7 +554,8 @@ func TestCopyAnswers(t *testing.T) {
 }
 
 // TestAttemptStopped checks that the process's exit ends an attempt waiting for its answer, as
-// if the caller had gone, and that release unregisters the attempt from the stop context.
+// if the caller had gone, that release unregisters the attempt, and that an attempt made after
+// the exit is cut at once.
 func TestAttemptStopped(t *testing.T) {
 	var cause error
 	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
@@ -567,14 +568,55 @@ func TestAttemptStopped(t *testing.T) {
 	g := &generation{headerTimeout: time.Minute, firstByteTimout: time.Minute, maxBuffered: 64}
 	r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
 	req := &apiRequest{r: r, ep: epChat, upPath: "/chat/completions"}
-	stop, exit := context.WithCancel(context.Background())
-	time.AfterFunc(20*time.Millisecond, exit)
-	out := attempt(context.Background(), stop, g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+	stops := newStopper()
+	time.AfterFunc(20*time.Millisecond, stops.stop)
+	out := attempt(context.Background(), stops, g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
 	out.release()
 	if out.kind != outGone {
 		t.Errorf("outcome %d (%v), want outGone", out.kind, out.failure.err)
 	}
 	if cause != errStopping {
 		t.Errorf("attempt cancelled by %v, want %v", cause, errStopping)
+	}
+	if stops.head != nil {
+		t.Error("a released attempt is still registered for the exit")
+	}
+	// An attempt made after the exit is cut at once.
+	cause = nil
+	out = attempt(context.Background(), stops, g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+	out.release()
+	if out.kind != outGone || cause != errStopping {
+		t.Errorf("attempt after the exit: outcome %d, cancelled by %v; want outGone, %v", out.kind, cause, errStopping)
+	}
+}
+
+// TestStopper: the exit cancels exactly the attempts registered and not yet removed, whatever
+// the order they were removed in, and any registered after it at once.
+func TestStopper(t *testing.T) {
+	s := newStopper()
+	causes := make([]error, 5)
+	bodies := make([]*idleBody, 5)
+	for i := range bodies {
+		bodies[i] = &idleBody{cancel: func(err error) { causes[i] = err }}
+		s.add(bodies[i])
+	}
+	// Unregister the last added (the list's head), one in the middle and the first (its tail).
+	for _, i := range []int{4, 2, 0} {
+		s.remove(bodies[i])
+	}
+	s.remove(bodies[2]) // twice: nothing happens
+	s.stop()
+	for i, want := range []error{nil, errStopping, nil, errStopping, nil} {
+		if causes[i] != want {
+			t.Errorf("attempt %d cancelled by %v, want %v", i, causes[i], want)
+		}
+	}
+	if s.ctx.Err() == nil {
+		t.Error("the stop context is not cancelled")
+	}
+	var late error
+	s.add(&idleBody{cancel: func(err error) { late = err }})
+	if late != errStopping {
+		t.Errorf("attempt added after the exit cancelled by %v, want %v", late, errStopping)
 	}
 }

@@ -107,7 +107,7 @@ func (c *call) run(ctx context.Context) {
 		c.countFailover()
 		c.res.Tried = append(c.res.Tried, spec.uc.Name)
 
-		out := attempt(ctx, c.h.stopCtx, g, req, &spec, c.h.logger)
+		out := attempt(ctx, c.h.stops, g, req, &spec, c.h.logger)
 		c.noteUpstreamBody(out.reqBody)
 		out.recordVerdict(g, &spec)
 		if out.readFailed {
@@ -162,7 +162,7 @@ func (c *call) run(ctx context.Context) {
 
 // delivery is what a copy needs to know of the call besides the answer itself.
 func (c *call) delivery() delivery {
-	d := delivery{w: c.w, tried: c.res.Tried, backend: c.res.Backend, stopCtx: c.h.stopCtx, keepBodies: c.req.bodies, quota: c.grant.quota()}
+	d := delivery{w: c.w, tried: c.res.Tried, backend: c.res.Backend, stopCtx: c.h.stops.ctx, keepBodies: c.req.bodies, quota: c.grant.quota()}
 	if d.keepBodies {
 		d.auditMax = c.h.audit.MaxBodySize
 	}

@@ -164,7 +164,7 @@ func TestUpstreamBodyDoneWith(t *testing.T) {
 			g := &generation{headerTimeout: time.Minute, firstByteTimout: time.Minute, maxBuffered: 1 << 20}
 			r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
 			req := &apiRequest{r: r, ep: epChat, upPath: "/chat/completions", stream: tc.stream, buf: &requestBuf{}}
-			out := attempt(context.Background(), context.Background(), g, req, &attemptSpec{uc: uc, body: []byte(tc.body)}, zap.NewNop())
+			out := attempt(context.Background(), newStopper(), g, req, &attemptSpec{uc: uc, body: []byte(tc.body)}, zap.NewNop())
 			defer out.release()
 			if out.kind == outStream {
 				out.resp.Body.Close()
