@@ -52,8 +52,10 @@ type call struct {
 	// grant is what admission decided (admission.go); finish settles an admitted call.
 	grant grant
 
-	// candBuf is the planner's scratch for candidate lists (planner.start says why it is here).
-	candBuf [16]int
+	// candBuf is the planner's scratch for candidate lists (planner.start says why it is here);
+	// triedBuf holds Result.Tried of the usual call, which tries one or two clients.
+	candBuf  [16]int
+	triedBuf [2]string
 
 	// upstreamBodies counts the upstream requests made with a pooled body (req.buf), and
 	// upstreamBody is the last one's body: releaseBody asks it whether the transport is done.
@@ -98,6 +100,7 @@ func (c *call) run(ctx context.Context) {
 		return
 	}
 	var hist attemptHistory
+	c.res.Tried = c.triedBuf[:0]
 	for {
 		spec, ok := p.next()
 		c.res.Model, c.res.Fallbacks = p.model, p.fallbacks
@@ -275,17 +278,23 @@ func (c *call) fail(e *apiError) {
 
 // setGatewayHeaders adds X-LLM-Gateway-Tried and, when a client answered, X-LLM-Gateway-Backend.
 func setGatewayHeaders(h http.Header, tried []string, backend string) {
+	setGatewayHeadersIn(h, tried, backend, make([]string, 2))
+}
+
+// setGatewayHeadersIn is setGatewayHeaders holding the two values in vals (of length 2).
+func setGatewayHeadersIn(h http.Header, tried []string, backend string, vals []string) {
 	if len(tried) > 0 {
 		t := tried[0] // the usual single name needs no join
 		if len(tried) > 1 {
 			t = strings.Join(tried, ",")
 		}
-		// Set by their canonical keys: h.Set would canonicalise the names anew on every call,
-		// an allocation each.
-		h[canonicalTried] = []string{t}
+		// Set by their canonical keys: h.Set would canonicalise the names anew on every call.
+		vals[0] = t
+		h[canonicalTried] = vals[0:1:1]
 	}
 	if backend != "" {
-		h[canonicalBackend] = []string{backend}
+		vals[1] = backend
+		h[canonicalBackend] = vals[1:2:2]
 	}
 }
 

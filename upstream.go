@@ -80,7 +80,13 @@ func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient,
 			header["X-Api-Key"] = uc.keyValue
 		}
 	} else if key := callerCredential(r.Header); key != "" && !c.keyed {
-		header["Authorization"] = []string{"Bearer " + key}
+		if v := r.Header["Authorization"]; len(v) == 1 && len(v[0]) == len("Bearer ")+len(key) && strings.HasPrefix(v[0], "Bearer ") {
+			// The caller's own value is the one to send (the usual case): shared read-only, as
+			// the headers copied above are.
+			header["Authorization"] = v
+		} else {
+			header["Authorization"] = []string{"Bearer " + key}
+		}
 		if c.ep == epMessages {
 			header["X-Api-Key"] = []string{key}
 		}
@@ -333,9 +339,13 @@ func writeBuffered(d delivery, req *apiRequest, spec *attemptSpec, resp *http.Re
 		h.Set("Content-Type", "application/json")
 	}
 	ans.response = body
-	setGatewayHeaders(h, d.tried, d.backend)
+	// The three values the gateway sets share one array, each its own slice of it (capacity 1,
+	// so that an append by a later handler copies instead of overwriting its neighbour).
+	vals := make([]string, 3)
+	vals[2] = strconv.Itoa(len(body))
+	setGatewayHeadersIn(h, d.tried, d.backend, vals[:2])
 	setQuotaHeaders(h, d.quota)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h["Content-Length"] = vals[2:3:3]
 	d.w.WriteHeader(resp.StatusCode)
 	_, _ = d.w.Write(body)
 	return ans
