@@ -170,6 +170,7 @@ func attempt(ctx context.Context, stops *stopper, g *generation, req *apiRequest
 	}
 	// A non-streaming answer must keep coming: an upstream that sends headers and then stalls
 	// would hold the call forever (streams have their own idle timeout).
+	idle.read.Store(clock())
 	idle.inBody.Store(true)
 	timer.Reset(g.headerTimeout)
 	idle.ReadCloser = resp.Body
@@ -223,13 +224,18 @@ func classifyErr(ctx context.Context, err error) failure {
 	return failure{kind: kind, err: err}
 }
 
-// idleBody is a non-streaming answer's body whose every read that returns data rearms timer; the
-// timer cancels the attempt when the upstream pauses for d. Before the answer's headers arrive
-// the timer bounds the wait for them (inBody not set) and the body is not in use yet.
+// idleBody is a non-streaming answer's body whose reads keep the attempt alive: the timer
+// cancels the attempt when the upstream pauses for d. Before the answer's headers arrive the
+// timer bounds the wait for them (inBody not set) and the body is not in use yet.
+//
+// A read does not rearm the timer, an update of the timer heap each: it notes the time, and the
+// timer, when it runs out, rearms itself for what is left of d since the last read, and cancels
+// only when all of d has passed.
 type idleBody struct {
 	io.ReadCloser
 	timer *time.Timer
 	d     time.Duration
+	read  atomic.Int64 // clock() of the last read that returned data
 
 	inBody     atomic.Bool
 	cancel     context.CancelCauseFunc
@@ -239,6 +245,34 @@ type idleBody struct {
 	prev, next *idleBody
 	inSet      bool
 }
+
+// expire is the timer's function: it cancels the attempt with the cause of the wait it bounds,
+// or, in the body, rearms the timer when data came within d.
+func (b *idleBody) expire() {
+	if !b.inBody.Load() {
+		b.cancel(b.timeoutErr)
+		return
+	}
+	if rest := b.d - time.Duration(clock()-b.read.Load()); rest > 0 {
+		b.timer.Reset(rest)
+		return
+	}
+	b.cancel(errBodyStalled)
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.read.Store(clock())
+	}
+	return n, err
+}
+
+// clockStart is clock's origin.
+var clockStart = time.Now()
+
+// clock returns the monotonic time in nanoseconds since clockStart.
+func clock() int64 { return int64(time.Since(clockStart)) }
 
 // stopper cancels the upstream attempts in flight when the process exits: ctx is cancelled, and
 // so is every attempt registered (add) and not yet released (remove). Attempts are a list under
@@ -300,23 +334,6 @@ func (s *stopper) stop() {
 		b.cancel(errStopping)
 	}
 	s.mu.Unlock()
-}
-
-// expire is the timer's function: it cancels the attempt with the cause of the wait it bounds.
-func (b *idleBody) expire() {
-	if b.inBody.Load() {
-		b.cancel(errBodyStalled)
-	} else {
-		b.cancel(b.timeoutErr)
-	}
-}
-
-func (b *idleBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		b.timer.Reset(b.d)
-	}
-	return n, err
 }
 
 // timedOut reports whether an attempt failed for want of response headers in time. A dial

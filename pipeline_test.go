@@ -620,3 +620,59 @@ func TestStopper(t *testing.T) {
 		t.Errorf("attempt added after the exit cancelled by %v, want %v", late, errStopping)
 	}
 }
+
+// TestAttemptBodyIdle: a non-streaming answer that keeps coming, a byte at a time, is read to
+// its end however long it takes; one that pauses for response_header_timeout fails as a timeout.
+func TestAttemptBodyIdle(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		bytes int           // sent one at a time, every gap
+		gap   time.Duration //
+		stall bool          // then nothing more, else the end
+	}{
+		{"trickle longer than the timeout", 40, 30 * time.Millisecond, false},
+		{"stall", 3, 30 * time.Millisecond, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				pr, pw := io.Pipe()
+				context.AfterFunc(r.Context(), func() { pw.CloseWithError(context.Cause(r.Context())) })
+				go func() {
+					for range tc.bytes {
+						time.Sleep(tc.gap)
+						if _, err := pw.Write([]byte("x")); err != nil {
+							return
+						}
+					}
+					if !tc.stall {
+						pw.Close()
+					}
+				}()
+				return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+					Body: pr, ContentLength: -1, Request: r}, nil
+			})
+			base, _ := url.Parse("http://a.invalid/v1")
+			uc := &upstreamClient{Client: &router.Client{Name: "a"}, baseURL: base, transport: &sharedTransport{RoundTripper: rt}, state: new(router.ClientState)}
+			g := &generation{headerTimeout: idle, firstByteTimout: idle, maxBuffered: 1 << 20}
+			r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
+			req := &apiRequest{r: r, ep: epChat, upPath: "/chat/completions"}
+			start := time.Now()
+			out := attempt(context.Background(), newStopper(), g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+			defer out.release()
+			took := time.Since(start)
+			if !tc.stall {
+				if out.kind != outBuffered || len(out.body) != tc.bytes {
+					t.Fatalf("outcome %d (%v), %d bytes; want the whole answer of %d", out.kind, out.failure.err, len(out.body), tc.bytes)
+				}
+				return
+			}
+			if out.kind != outFailed || out.failure.kind != failTimeout || !errors.Is(out.failure.err, errBodyStalled) {
+				t.Fatalf("outcome %d, failure %d (%v); want a timeout, %v", out.kind, out.failure.kind, out.failure.err, errBodyStalled)
+			}
+			if sent := time.Duration(tc.bytes) * tc.gap; took < sent+idle {
+				t.Errorf("timed out after %v, before the %v pause", took-sent, idle)
+			}
+		})
+	}
+}
