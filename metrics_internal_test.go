@@ -1,6 +1,8 @@
 package llmgateway
 
 import (
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,7 +14,9 @@ import (
 // check the values a scrape shows.)
 func TestSeriesCache(t *testing.T) {
 	sc := seriesCache{max: 2}
-	k := seriesKey{model: "cache-test-model", backend: "cache-test-backend", ep: epChat, status: 200, key: labelNone}
+	// Labels of this run only: the vectors are the process's, and -count runs the test again.
+	model := "cache-test-model-" + strconv.FormatInt(seriesCacheRuns.Add(1), 10)
+	k := seriesKey{model: model, backend: "cache-test-backend", ep: epChat, status: 200, key: labelNone}
 	s := sc.get(k)
 	if again := sc.get(k); again != s {
 		t.Error("the same labels resolved twice")
@@ -44,6 +48,8 @@ func TestSeriesCache(t *testing.T) {
 		t.Errorf("%d series cached, want the bound %d", len(sc.m), sc.max)
 	}
 }
+
+var seriesCacheRuns atomic.Int64
 
 // countSeries counts the series c has.
 func countSeries(t *testing.T, c prometheus.Collector) int {
