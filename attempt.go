@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,16 +85,19 @@ type outcome struct {
 	failure    failure
 	readFailed bool
 
-	uc     *upstreamClient
-	cancel context.CancelCauseFunc // cancels the attempt's context
-	timer  *time.Timer
-	unstop func() bool // unregisters the cancel on stop
+	uc      *upstreamClient
+	reqBody *upstreamBody           // the request body as the transport got it
+	cancel  context.CancelCauseFunc // cancels the attempt's context
+	timer   *time.Timer
+	idle    *idleBody // registered with stops
+	stops   *stopper
 }
 
-// release ends the attempt: its timer, its context and its in-flight count.
+// release ends the attempt: its timer, its registration for the exit, its context and its
+// in-flight count.
 func (o *outcome) release() {
 	o.timer.Stop()
-	o.unstop()
+	o.stops.remove(o.idle)
 	o.cancel(nil)
 	o.uc.state.InFlight.Add(-1)
 }
@@ -119,9 +123,9 @@ func (o *outcome) recordVerdict(g *generation, spec *attemptSpec) {
 // attempt sends spec to its client: one RoundTrip under the attempt's timeouts, then, for an
 // answer that is not a stream, the read of its body (a read that fails leaves the next client
 // to try: nothing was written to the caller yet). ctx is the call's context (the caller's
-// request's); stop is cancelled when the process exits, which ends the attempt as if the caller
+// request's); stops is stopped when the process exits, which ends the attempt as if the caller
 // had gone.
-func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *attemptSpec, log *zap.Logger) outcome {
+func attempt(ctx context.Context, stops *stopper, g *generation, req *apiRequest, spec *attemptSpec, log *zap.Logger) outcome {
 	uc := spec.uc
 	timeout, timeoutErr := g.headerTimeout, errHeaderTimeout
 	if req.stream {
@@ -130,15 +134,16 @@ func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *at
 	// The attempt's context is the caller's request's own child: a context of the call between
 	// them would cost a context (and its cancellation) per call for nothing but the exit.
 	actx, cancel := context.WithCancelCause(ctx)
-	unstop := context.AfterFunc(stop, func() { cancel(errStopping) })
-	gone := func() bool { return ctx.Err() != nil || stop.Err() != nil }
+	gone := func() bool { return ctx.Err() != nil || stops.ctx.Err() != nil }
 	// One timer per attempt: it bounds the wait for headers, then each pause in a non-streaming
-	// answer's body (inBody set). Its state is the idle body's, one allocation for both.
+	// answer's body (inBody set). Its state is the idle body's, one allocation for both, which
+	// also registers the attempt with stops.
 	idle := &idleBody{d: g.headerTimeout, cancel: cancel, timeoutErr: timeoutErr}
+	stops.add(idle)
 	timer := time.AfterFunc(timeout, idle.expire)
 	idle.timer = timer
-	out := outcome{uc: uc, cancel: cancel, timer: timer, unstop: unstop}
 	upReq, reqBody := req.newUpstreamRequest(actx, uc, spec.body)
+	out := outcome{uc: uc, reqBody: reqBody, cancel: cancel, timer: timer, idle: idle, stops: stops}
 
 	uc.state.InFlight.Add(1)
 	resp, err := uc.transport.RoundTrip(upReq)
@@ -165,6 +170,7 @@ func attempt(ctx, stop context.Context, g *generation, req *apiRequest, spec *at
 	}
 	// A non-streaming answer must keep coming: an upstream that sends headers and then stalls
 	// would hold the call forever (streams have their own idle timeout).
+	idle.read.Store(clock())
 	idle.inBody.Store(true)
 	timer.Reset(g.headerTimeout)
 	idle.ReadCloser = resp.Body
@@ -214,34 +220,116 @@ func classifyErr(ctx context.Context, err error) failure {
 	return failure{kind: kind, err: err}
 }
 
-// idleBody is a non-streaming answer's body whose every read that returns data rearms timer; the
-// timer cancels the attempt when the upstream pauses for d. Before the answer's headers arrive
-// the timer bounds the wait for them (inBody not set) and the body is not in use yet.
+// idleBody is a non-streaming answer's body whose reads keep the attempt alive: the timer
+// cancels the attempt when the upstream pauses for d. Before the answer's headers arrive the
+// timer bounds the wait for them (inBody not set) and the body is not in use yet.
+//
+// A read does not rearm the timer, an update of the timer heap each: it notes the time, and the
+// timer, when it runs out, rearms itself for what is left of d since the last read, and cancels
+// only when all of d has passed.
 type idleBody struct {
 	io.ReadCloser
 	timer *time.Timer
 	d     time.Duration
+	read  atomic.Int64 // clock() of the last read that returned data
 
 	inBody     atomic.Bool
 	cancel     context.CancelCauseFunc
 	timeoutErr error // the cause of a timeout waiting for headers
+
+	// The attempts in flight of a stopper, linked through their idle bodies.
+	prev, next *idleBody
+	inSet      bool
 }
 
-// expire is the timer's function: it cancels the attempt with the cause of the wait it bounds.
+// expire is the timer's function: it cancels the attempt with the cause of the wait it bounds,
+// or, in the body, rearms the timer when data came within d.
 func (b *idleBody) expire() {
-	if b.inBody.Load() {
-		b.cancel(errBodyStalled)
-	} else {
+	if !b.inBody.Load() {
 		b.cancel(b.timeoutErr)
+		return
 	}
+	if rest := b.d - time.Duration(clock()-b.read.Load()); rest > 0 {
+		b.timer.Reset(rest)
+		return
+	}
+	b.cancel(errBodyStalled)
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
-		b.timer.Reset(b.d)
+		b.read.Store(clock())
 	}
 	return n, err
+}
+
+// clockStart is clock's origin.
+var clockStart = time.Now()
+
+// clock returns the monotonic time in nanoseconds since clockStart.
+func clock() int64 { return int64(time.Since(clockStart)) }
+
+// stopper cancels the upstream attempts in flight when the process exits: ctx is cancelled, and
+// so is every attempt registered (add) and not yet released (remove). Attempts are a list under
+// a mutex, two short critical sections per attempt, where context.AfterFunc on the stop context
+// would cost two allocations and a map entry for an event that comes once.
+type stopper struct {
+	ctx    context.Context // cancelled at stop: copies check it
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	stopped bool
+	head    *idleBody
+}
+
+func newStopper() *stopper {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &stopper{ctx: ctx, cancel: cancel}
+}
+
+// add registers the attempt of b, cancelling it at once (errStopping) when stop ran already.
+func (s *stopper) add(b *idleBody) {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		b.cancel(errStopping)
+		return
+	}
+	b.next, b.inSet = s.head, true
+	if s.head != nil {
+		s.head.prev = b
+	}
+	s.head = b
+	s.mu.Unlock()
+}
+
+// remove unregisters the attempt of b; it does nothing if b is not registered.
+func (s *stopper) remove(b *idleBody) {
+	s.mu.Lock()
+	if b.inSet {
+		if b.prev != nil {
+			b.prev.next = b.next
+		} else {
+			s.head = b.next
+		}
+		if b.next != nil {
+			b.next.prev = b.prev
+		}
+		b.prev, b.next, b.inSet = nil, nil, false
+	}
+	s.mu.Unlock()
+}
+
+// stop cancels ctx and every attempt registered, and those registered later, with errStopping.
+func (s *stopper) stop() {
+	s.cancel()
+	s.mu.Lock()
+	s.stopped = true
+	for b := s.head; b != nil; b = b.next {
+		b.cancel(errStopping)
+	}
+	s.mu.Unlock()
 }
 
 // timedOut reports whether an attempt failed for want of response headers in time. A dial

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -175,22 +176,103 @@ func (c *call) observe() {
 		}
 	}
 	backend = labelValue(backend) // a configured name, but Prometheus panics on invalid UTF-8
-	ep := c.req.ep.recordType()
 	key := labelNone
 	if res.Key != "" {
 		key = keyLabels.get(res.Key)
 	}
-	requestsTotal.WithLabelValues(model, backend, ep, statusLabel(res.Status), key).Inc()
-	requestDuration.WithLabelValues(model, backend, ep).Observe(res.Latency.Seconds())
+	m := callSeries.get(seriesKey{model: model, backend: backend, ep: c.req.ep, status: res.Status, key: key})
+	m.requests.Inc()
+	m.duration.Observe(res.Latency.Seconds())
 	if res.Stream && res.TTFT > 0 {
 		ttftSeconds.WithLabelValues(model, backend).Observe(res.TTFT.Seconds())
 	}
 	if n := res.Usage.PromptTokens; n > 0 {
-		tokensTotal.WithLabelValues(model, backend, "prompt", key).Add(float64(n))
+		m.tokens(tokensPrompt).Add(float64(n))
 	}
 	if n := res.Usage.CompletionTokens; n > 0 {
-		tokensTotal.WithLabelValues(model, backend, "completion", key).Add(float64(n))
+		m.tokens(tokensCompletion).Add(float64(n))
 	}
+}
+
+// seriesKey holds the label values of a finished call's series.
+type seriesKey struct {
+	model, backend, key string
+	ep                  endpoint
+	status              int
+}
+
+// Token types, the type label of tokens_total.
+const (
+	tokensPrompt = iota
+	tokensCompletion
+)
+
+var tokenTypes = [...]string{tokensPrompt: "prompt", tokensCompletion: "completion"}
+
+// series are the children of the metric vectors that a finished call with one seriesKey updates.
+// Resolving them through the vectors hashes and checks every label value on each update, a
+// microsecond per call; the vectors never drop a child, so one resolved child stays valid.
+type series struct {
+	k        seriesKey
+	requests prometheus.Counter
+	duration prometheus.Observer
+	// token counters, resolved on first use: a series of tokens_total appears only once it has
+	// counted a token, as before.
+	tokenCounters [len(tokenTypes)]atomic.Pointer[prometheus.Counter]
+}
+
+// tokens returns the tokens_total child of type typ.
+func (s *series) tokens(typ int) prometheus.Counter {
+	if c := s.tokenCounters[typ].Load(); c != nil {
+		return *c
+	}
+	c := tokensTotal.WithLabelValues(s.k.model, s.k.backend, tokenTypes[typ], s.k.key)
+	s.tokenCounters[typ].Store(&c)
+	return c
+}
+
+// maxCachedSeries bounds seriesCache: the label values are bounded (maxModelLabels,
+// maxKeyLabels, configured client names, endpoints and statuses), but their product need not be
+// small. Calls past the bound resolve their series through the vectors, as before.
+const maxCachedSeries = 4096
+
+// seriesCache holds the series of finished calls by label values, up to max of them.
+type seriesCache struct {
+	max int
+	mu  sync.RWMutex
+	m   map[seriesKey]*series
+}
+
+// callSeries is the process's cache; the metric vectors are process-wide too.
+var callSeries = seriesCache{max: maxCachedSeries}
+
+// get returns the series of k, resolved once.
+func (sc *seriesCache) get(k seriesKey) *series {
+	sc.mu.RLock()
+	s := sc.m[k]
+	sc.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	// The cache keeps its own copies of the label values it may hold for long.
+	k.model, k.backend, k.key = strings.Clone(k.model), strings.Clone(k.backend), strings.Clone(k.key)
+	s = &series{
+		k:        k,
+		requests: requestsTotal.WithLabelValues(k.model, k.backend, k.ep.recordType(), statusLabel(k.status), k.key),
+		duration: requestDuration.WithLabelValues(k.model, k.backend, k.ep.recordType()),
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if cached := sc.m[k]; cached != nil {
+		return cached
+	}
+	if len(sc.m) < sc.max {
+		if sc.m == nil {
+			sc.m = make(map[seriesKey]*series)
+		}
+		sc.m[k] = s
+	}
+	return s
 }
 
 // countFailover counts a failover when the attempt about to be made follows a failed one. It

@@ -55,10 +55,9 @@ type Handler struct {
 	// itself: it loads no module, and the config's cancellation reaches it as a context.
 	loadCtx caddy.Context
 
-	// stopCtx is cancelled when the process exits, cutting in-flight upstream calls so each
-	// writes its (partial) audit row before the writer closes; inflight counts those calls.
-	stopCtx  context.Context
-	stop     context.CancelFunc
+	// stops is stopped when the process exits, cutting in-flight upstream calls so each writes
+	// its (partial) audit row before the writer closes; inflight counts those calls.
+	stops    *stopper
 	inflight sync.WaitGroup
 
 	watcher *yamlWatcher // nil without a config file
@@ -91,7 +90,7 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.loadCtx, _ = caddy.NewContext(ctx)
-	h.stopCtx, h.stop = context.WithCancel(context.Background())
+	h.stops = newStopper()
 	if app, err := ctx.AppIfConfigured("llm_audit"); err == nil {
 		h.audit = app.(*audit.App)
 	} else if !errors.Is(err, caddy.ErrNotConfigured) {
@@ -186,8 +185,8 @@ func (h *Handler) Cleanup() error {
 	if g := h.gen.Load(); g != nil && h.cleaned.CompareAndSwap(false, true) {
 		g.release()
 	}
-	if h.stop != nil && caddy.Exiting() {
-		h.stop()
+	if h.stops != nil && caddy.Exiting() {
+		h.stops.stop()
 		done := make(chan struct{})
 		go func() {
 			h.inflight.Wait()

@@ -458,7 +458,7 @@ func TestAttempt(t *testing.T) {
 			if tt.gone {
 				cancel()
 			}
-			out := attempt(ctx, context.Background(), g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+			out := attempt(ctx, newStopper(), g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
 			defer out.release()
 			if out.kind != tt.kind || out.failure.kind != tt.failKind {
 				t.Fatalf("outcome %d failure %d (%v), want %d %d", out.kind, out.failure.kind, out.failure.err, tt.kind, tt.failKind)
@@ -554,7 +554,8 @@ func TestCopyAnswers(t *testing.T) {
 }
 
 // TestAttemptStopped checks that the process's exit ends an attempt waiting for its answer, as
-// if the caller had gone, and that release unregisters the attempt from the stop context.
+// if the caller had gone, that release unregisters the attempt, and that an attempt made after
+// the exit is cut at once.
 func TestAttemptStopped(t *testing.T) {
 	var cause error
 	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
@@ -567,14 +568,111 @@ func TestAttemptStopped(t *testing.T) {
 	g := &generation{headerTimeout: time.Minute, firstByteTimout: time.Minute, maxBuffered: 64}
 	r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
 	req := &apiRequest{r: r, ep: epChat, upPath: "/chat/completions"}
-	stop, exit := context.WithCancel(context.Background())
-	time.AfterFunc(20*time.Millisecond, exit)
-	out := attempt(context.Background(), stop, g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+	stops := newStopper()
+	time.AfterFunc(20*time.Millisecond, stops.stop)
+	out := attempt(context.Background(), stops, g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
 	out.release()
 	if out.kind != outGone {
 		t.Errorf("outcome %d (%v), want outGone", out.kind, out.failure.err)
 	}
 	if cause != errStopping {
 		t.Errorf("attempt cancelled by %v, want %v", cause, errStopping)
+	}
+	if stops.head != nil {
+		t.Error("a released attempt is still registered for the exit")
+	}
+	// An attempt made after the exit is cut at once.
+	cause = nil
+	out = attempt(context.Background(), stops, g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+	out.release()
+	if out.kind != outGone || cause != errStopping {
+		t.Errorf("attempt after the exit: outcome %d, cancelled by %v; want outGone, %v", out.kind, cause, errStopping)
+	}
+}
+
+// TestStopper: the exit cancels exactly the attempts registered and not yet removed, whatever
+// the order they were removed in, and any registered after it at once.
+func TestStopper(t *testing.T) {
+	s := newStopper()
+	causes := make([]error, 5)
+	bodies := make([]*idleBody, 5)
+	for i := range bodies {
+		bodies[i] = &idleBody{cancel: func(err error) { causes[i] = err }}
+		s.add(bodies[i])
+	}
+	// Unregister the last added (the list's head), one in the middle and the first (its tail).
+	for _, i := range []int{4, 2, 0} {
+		s.remove(bodies[i])
+	}
+	s.remove(bodies[2]) // twice: nothing happens
+	s.stop()
+	for i, want := range []error{nil, errStopping, nil, errStopping, nil} {
+		if causes[i] != want {
+			t.Errorf("attempt %d cancelled by %v, want %v", i, causes[i], want)
+		}
+	}
+	if s.ctx.Err() == nil {
+		t.Error("the stop context is not cancelled")
+	}
+	var late error
+	s.add(&idleBody{cancel: func(err error) { late = err }})
+	if late != errStopping {
+		t.Errorf("attempt added after the exit cancelled by %v, want %v", late, errStopping)
+	}
+}
+
+// TestAttemptBodyIdle: a non-streaming answer that keeps coming, a byte at a time, is read to
+// its end however long it takes; one that pauses for response_header_timeout fails as a timeout.
+func TestAttemptBodyIdle(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		bytes int           // sent one at a time, every gap
+		gap   time.Duration //
+		stall bool          // then nothing more, else the end
+	}{
+		{"trickle longer than the timeout", 40, 30 * time.Millisecond, false},
+		{"stall", 3, 30 * time.Millisecond, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				pr, pw := io.Pipe()
+				context.AfterFunc(r.Context(), func() { pw.CloseWithError(context.Cause(r.Context())) })
+				go func() {
+					for range tc.bytes {
+						time.Sleep(tc.gap)
+						if _, err := pw.Write([]byte("x")); err != nil {
+							return
+						}
+					}
+					if !tc.stall {
+						pw.Close()
+					}
+				}()
+				return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+					Body: pr, ContentLength: -1, Request: r}, nil
+			})
+			base, _ := url.Parse("http://a.invalid/v1")
+			uc := &upstreamClient{Client: &router.Client{Name: "a"}, baseURL: base, transport: &sharedTransport{RoundTripper: rt}, state: new(router.ClientState)}
+			g := &generation{headerTimeout: idle, firstByteTimout: idle, maxBuffered: 1 << 20}
+			r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
+			req := &apiRequest{r: r, ep: epChat, upPath: "/chat/completions"}
+			start := time.Now()
+			out := attempt(context.Background(), newStopper(), g, req, &attemptSpec{uc: uc, body: []byte(`{}`)}, zap.NewNop())
+			defer out.release()
+			took := time.Since(start)
+			if !tc.stall {
+				if out.kind != outBuffered || len(out.body) != tc.bytes {
+					t.Fatalf("outcome %d (%v), %d bytes; want the whole answer of %d", out.kind, out.failure.err, len(out.body), tc.bytes)
+				}
+				return
+			}
+			if out.kind != outFailed || out.failure.kind != failTimeout || !errors.Is(out.failure.err, errBodyStalled) {
+				t.Fatalf("outcome %d, failure %d (%v); want a timeout, %v", out.kind, out.failure.kind, out.failure.err, errBodyStalled)
+			}
+			if sent := time.Duration(tc.bytes) * tc.gap; took < sent+idle {
+				t.Errorf("timed out after %v, before the %v pause", took-sent, idle)
+			}
+		})
 	}
 }

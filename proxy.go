@@ -52,8 +52,15 @@ type call struct {
 	// grant is what admission decided (admission.go); finish settles an admitted call.
 	grant grant
 
-	// candBuf is the planner's scratch for candidate lists (planner.start says why it is here).
-	candBuf [16]int
+	// candBuf is the planner's scratch for candidate lists (planner.start says why it is here);
+	// triedBuf holds Result.Tried of the usual call, which tries one or two clients.
+	candBuf  [16]int
+	triedBuf [2]string
+
+	// upstreamBodies counts the upstream requests made with a pooled body (req.buf), and
+	// upstreamBody is the last one's body: releaseBody asks it whether the transport is done.
+	upstreamBodies int
+	upstreamBody   *upstreamBody
 
 	// answerBuf is the buffer a buffered answer was read into when the audit row keeps the
 	// answer: the row gives it back to the pool once written (auditRow).
@@ -70,8 +77,9 @@ type apiRequest struct {
 	upPath string // appended to a client's base_url
 	start  time.Time
 
-	body      []byte // the caller's body
-	multipart bool   // body is multipart/form-data
+	body      []byte      // the caller's body
+	buf       *requestBuf // the pooled buffer body was read into, nil for none (reqbuf.go)
+	multipart bool        // body is multipart/form-data
 	info      reqbody.Info
 	stream    bool // the caller asked for a stream on an endpoint that streams
 
@@ -96,6 +104,7 @@ func (c *call) run(ctx context.Context) {
 		return
 	}
 	var hist attemptHistory
+	c.res.Tried = c.triedBuf[:0]
 	for {
 		spec, ok := p.next()
 		c.res.Model, c.res.Fallbacks = p.model, p.fallbacks
@@ -105,7 +114,8 @@ func (c *call) run(ctx context.Context) {
 		c.countFailover()
 		c.res.Tried = append(c.res.Tried, spec.uc.Name)
 
-		out := attempt(ctx, c.h.stopCtx, g, req, &spec, c.h.logger)
+		out := attempt(ctx, c.h.stops, g, req, &spec, c.h.logger)
+		c.noteUpstreamBody(out.reqBody)
 		out.recordVerdict(g, &spec)
 		if out.readFailed {
 			// The upstream answered, but its body could not be read: the audit row holds the
@@ -136,6 +146,7 @@ func (c *call) run(ctx context.Context) {
 		case outStream:
 			c.res.Stream = true
 			c.dropBodies()
+			c.releaseBody()
 			spec.body = nil // a stream lasts minutes: hold no prompt meanwhile
 			ans = copyStream(d, g, req, &spec, out.resp, out.cancel)
 		case outLarge:
@@ -162,7 +173,7 @@ func (c *call) run(ctx context.Context) {
 
 // delivery is what a copy needs to know of the call besides the answer itself.
 func (c *call) delivery() delivery {
-	d := delivery{w: c.w, tried: c.res.Tried, backend: c.res.Backend, stopCtx: c.h.stopCtx, keepBodies: c.req.bodies, quota: c.grant.quota()}
+	d := delivery{w: c.w, tried: c.res.Tried, backend: c.res.Backend, stopCtx: c.h.stops.ctx, keepBodies: c.req.bodies, quota: c.grant.quota()}
 	if d.keepBodies {
 		d.auditMax = c.h.audit.MaxBodySize
 	}
@@ -275,17 +286,23 @@ func (c *call) fail(e *apiError) {
 
 // setGatewayHeaders adds X-LLM-Gateway-Tried and, when a client answered, X-LLM-Gateway-Backend.
 func setGatewayHeaders(h http.Header, tried []string, backend string) {
+	setGatewayHeadersIn(h, tried, backend, make([]string, 2))
+}
+
+// setGatewayHeadersIn is setGatewayHeaders holding the two values in vals (of length 2).
+func setGatewayHeadersIn(h http.Header, tried []string, backend string, vals []string) {
 	if len(tried) > 0 {
 		t := tried[0] // the usual single name needs no join
 		if len(tried) > 1 {
 			t = strings.Join(tried, ",")
 		}
-		// Set by their canonical keys: h.Set would canonicalise the names anew on every call,
-		// an allocation each.
-		h[canonicalTried] = []string{t}
+		// Set by their canonical keys: h.Set would canonicalise the names anew on every call.
+		vals[0] = t
+		h[canonicalTried] = vals[0:1:1]
 	}
 	if backend != "" {
-		h[canonicalBackend] = []string{backend}
+		vals[1] = backend
+		h[canonicalBackend] = vals[1:2:2]
 	}
 }
 

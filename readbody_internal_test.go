@@ -37,7 +37,7 @@ func TestReadBodyCloses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			body := &closeRecorder{Reader: strings.NewReader(tc.body)}
 			r := &http.Request{Body: body, ContentLength: tc.length}
-			got, err := readBody(r, tc.limit)
+			got, _, err := readBody(r, tc.limit, false)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
 			}

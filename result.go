@@ -77,6 +77,7 @@ func (c *call) finish() {
 	if c.passed {
 		return
 	}
+	defer c.releaseBody() // last: the bookkeeping below may read the body
 	c.res.Latency = time.Since(c.req.start)
 	c.clampUsage()
 	c.price()

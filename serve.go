@@ -190,7 +190,9 @@ func (g *generation) sniff(req apiRequest) (_ apiRequest, pass bool, _ *apiError
 		return req, false, errInvalidRequest("request path must not contain '.' or '..' segments")
 	}
 
-	body, err := readBody(r, g.maxBody)
+	// An audited call's body goes to the audit row, which outlives the call: only the others read
+	// into a pooled buffer.
+	body, buf, err := readBody(r, g.maxBody, !req.auditing)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -203,7 +205,7 @@ func (g *generation) sniff(req apiRequest) (_ apiRequest, pass bool, _ *apiError
 		}
 		return req, false, errInvalidRequest("reading request body: " + err.Error())
 	}
-	req.body = body
+	req.body, req.buf = body, buf
 
 	ct := r.Header.Get("Content-Type")
 	if hasMediaType(ct, "multipart/form-data") {
@@ -360,34 +362,46 @@ func unhex(c byte) byte {
 	return c - 'A' + 10
 }
 
-// readBody reads the whole request body, failing with *http.MaxBytesError past limit.
+// readBody reads the whole request body, failing with *http.MaxBytesError past limit. With
+// pooled set, a body of declared length that fits a pooled buffer is read into one, returned as
+// buf (reqbuf.go says when it goes back); buf is nil otherwise.
 //
 // A body read whole is closed at once: over HTTP/2 the server keeps the buffer the body arrived
 // in (4 KiB) until the body is closed, which it otherwise does only when the handler returns,
 // and a stream holds its handler for minutes.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
+func readBody(r *http.Request, limit int64, pooled bool) (body []byte, buf *requestBuf, err error) {
 	if r.ContentLength > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
+		return nil, nil, &http.MaxBytesError{Limit: limit}
 	}
 	if r.ContentLength >= 0 {
 		// The usual case: read exactly the declared length into a buffer of that size.
-		body := make([]byte, r.ContentLength)
+		if pooled {
+			buf = getRequestBuf(r.ContentLength)
+		}
+		if buf != nil {
+			body = buf.b[:r.ContentLength]
+		} else {
+			body = make([]byte, r.ContentLength)
+		}
 		if _, err := io.ReadFull(r.Body, body); err != nil {
-			return nil, err
+			if buf != nil {
+				putRequestBuf(buf) // nothing else saw it
+			}
+			return nil, nil, err
 		}
 		_ = r.Body.Close()
-		return body, nil
+		return body, buf, nil
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, 4096))
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	b := bytes.NewBuffer(make([]byte, 0, 4096))
+	n, err := b.ReadFrom(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if n > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
+		return nil, nil, &http.MaxBytesError{Limit: limit}
 	}
 	_ = r.Body.Close()
-	return buf.Bytes(), nil
+	return b.Bytes(), nil, nil
 }
 
 // replacer returns the request's Caddy replacer, if any.

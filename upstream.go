@@ -80,7 +80,13 @@ func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient,
 			header["X-Api-Key"] = uc.keyValue
 		}
 	} else if key := callerCredential(r.Header); key != "" && !c.keyed {
-		header["Authorization"] = []string{"Bearer " + key}
+		if v := r.Header["Authorization"]; len(v) == 1 && len(v[0]) == len("Bearer ")+len(key) && strings.HasPrefix(v[0], "Bearer ") {
+			// The caller's own value is the one to send (the usual case): shared read-only, as
+			// the headers copied above are.
+			header["Authorization"] = v
+		} else {
+			header["Authorization"] = []string{"Bearer " + key}
+		}
 		if c.ep == epMessages {
 			header["X-Api-Key"] = []string{key}
 		}
@@ -95,9 +101,13 @@ func (c *apiRequest) newUpstreamRequest(ctx context.Context, uc *upstreamClient,
 		}
 	}
 
-	ub := &upstreamBody{b: body}
-	if len(body) > 0 && c.stream && !c.keepBodies() {
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: ub.wrote})
+	ub := &upstreamBody{b: body, sent: len(body) == 0}
+	if len(body) > 0 {
+		ub.drop = c.stream && !c.keepBodies()
+		if ub.drop || c.buf != nil {
+			ub.trace.WroteRequest = ub.wrote
+			ctx = httptrace.WithClientTrace(ctx, &ub.trace)
+		}
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "", http.NoBody)
 	// Into the URL NewRequestWithContext made of "": a URL of its own would be one more
@@ -136,13 +146,23 @@ func (uc *upstreamClient) url(path, query string) url.URL {
 // upstreamBody is the body of one upstream request. The transport keeps the request referenced
 // until the answer has been read to its end, which for a stream is its whole life, and a prompt
 // can be hundreds of KiB. So release makes GetBody forget the bytes once RoundTrip returned, and
-// wrote, the WroteRequest hook of streams whose bodies the audit log does not keep, makes the
-// request's own reader forget them once the transport sent them.
+// wrote, the WroteRequest hook of streams whose bodies the audit log does not keep (drop), makes
+// the request's own reader forget them once the transport sent them.
+//
+// wrote also tells when the transport is done with the bytes, for a pooled body (requestBuf):
+// the hook runs on the goroutine that read the body, after its last read of that write.
 type upstreamBody struct {
 	mu      sync.Mutex
 	b       []byte        // what GetBody reads; nil once released
 	first   *bytes.Reader // the request's Body
 	rewound bool          // GetBody was called: a retry has a reader of its own
+	drop    bool          // wrote empties first: a stream whose bodies the audit log does not keep
+	// sent is set when a write read first to its end (or there is no body): the transport reads
+	// it no more, since a retry after that asks GetBody for a reader of its own.
+	sent bool
+
+	// trace holds wrote as WroteRequest, when the request's context carries it.
+	trace httptrace.ClientTrace
 }
 
 // open returns a fresh reader of the body; it is the request's GetBody. The transport calls it
@@ -161,15 +181,30 @@ func (u *upstreamBody) release() {
 	u.mu.Unlock()
 }
 
-// wrote empties the request's Body once the transport wrote the request. The transport calls it
-// from the goroutine that read the Body, so nothing reads it concurrently; a rewound request's
-// first Body may still be read by an abandoned write, so it is left alone then.
+// wrote is the WroteRequest hook: the transport calls it from the goroutine that read the Body,
+// once per write of the request, so nothing reads the Body concurrently. It notes whether the
+// write read the Body to its end, and empties it for a stream (drop). A rewound request's first
+// Body may still be read by an abandoned write, so it is left alone then.
 func (u *upstreamBody) wrote(httptrace.WroteRequestInfo) {
 	u.mu.Lock()
 	if !u.rewound {
-		u.first.Reset(nil)
+		// A write that failed before reading the body leaves it to a retry, which reads it
+		// again without GetBody: only a body read to its end is done with.
+		u.sent = u.first.Len() == 0
+		if u.drop {
+			u.first.Reset(nil)
+		}
 	}
 	u.mu.Unlock()
+}
+
+// doneWith reports whether the transport is done with the body's bytes: its Body was read to its
+// end by a write and no other reader was asked for. Call it once RoundTrip returned (GetBody is
+// only called within it).
+func (u *upstreamBody) doneWith() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.sent && !u.rewound
 }
 
 // callerCredential is the caller's bearer token (scheme matched case-insensitively), else its
@@ -304,9 +339,13 @@ func writeBuffered(d delivery, req *apiRequest, spec *attemptSpec, resp *http.Re
 		h.Set("Content-Type", "application/json")
 	}
 	ans.response = body
-	setGatewayHeaders(h, d.tried, d.backend)
+	// The three values the gateway sets share one array, each its own slice of it (capacity 1,
+	// so that an append by a later handler copies instead of overwriting its neighbour).
+	vals := make([]string, 3)
+	vals[2] = strconv.Itoa(len(body))
+	setGatewayHeadersIn(h, d.tried, d.backend, vals[:2])
 	setQuotaHeaders(h, d.quota)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h["Content-Length"] = vals[2:3:3]
 	d.w.WriteHeader(resp.StatusCode)
 	_, _ = d.w.Write(body)
 	return ans

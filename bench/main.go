@@ -147,7 +147,7 @@ func main() {
 	flag.StringVar(&o.fakeBin, "fake", "", "fake upstream binary (default: build cmd/fakeupstream)")
 	flag.IntVar(&o.streams, "streams", 5000, "concurrent open streams in the open-streams phase")
 	flag.IntVar(&o.rate, "rate", 2000, "request rate of the audit phase, per second")
-	flag.BoolVar(&o.pprof, "pprof", false, "report the top functions of CPU profiles of reverse_proxy and llm_gateway under non-stream and streaming load (taken after the rounds), and of a heap profile of llm_gateway with all streams open")
+	flag.BoolVar(&o.pprof, "pprof", false, "report the top functions of CPU profiles of reverse_proxy and llm_gateway under non-stream (c=1 and c=32) and streaming load (taken after the rounds), and of a heap profile of llm_gateway with all streams open")
 	flag.StringVar(&o.only, "only", "", "run only the phases whose name contains this text, e.g. \"audit saturated\"")
 	flag.BoolVar(&o.pin, "pin", true, "pin each Caddy process to one CPU and this process, the fake upstream and redis-server to the others (needs 2 CPUs and taskset)")
 	flag.IntVar(&o.repeat, "repeat", 1, "run the whole benchmark this many times back to back and report, per CPU ratio, each run's value and their spread")
@@ -311,9 +311,14 @@ func runOnce(o options, p plan, pin pinning, dir, caddyBin, fakeBin string, with
 		if err := b.fake.set(fakeSteady); err != nil {
 			return result{}, err
 		}
-		for _, stream := range []bool{false, true} {
+		// Non-stream at c=1 as well as c=32: at c=1 the process idles between calls, and what
+		// a call costs besides its work (wake-ups, timers, syscalls) shows.
+		for _, load := range []struct {
+			stream bool
+			conc   int
+		}{{false, 1}, {false, 32}, {true, p.streamConc}} {
 			for _, id := range []targetID{targetReverseProxy, targetGateway} {
-				pr, err := b.profile(b.targets[id], caddyBin, stream)
+				pr, err := b.profile(b.targets[id], caddyBin, load.stream, load.conc)
 				if err != nil {
 					return result{}, err
 				}
@@ -366,13 +371,13 @@ func sameFile(a, b string) bool {
 	return errA == nil && errB == nil && absA == absB
 }
 
-// profile fetches a 10-second CPU profile of t's process under non-stream
-// c=32 or streaming load and returns the top functions as go tool pprof
-// prints them.
-func (b *bench) profile(t *target, caddyBin string, stream bool) (profile, error) {
-	load, body, conc, chunks := "non-stream c=32", b.body, 32, 0
+// profile fetches a 10-second CPU profile of t's process under non-stream or
+// streaming load at concurrency conc and returns the top functions as go tool
+// pprof prints them.
+func (b *bench) profile(t *target, caddyBin string, stream bool, conc int) (profile, error) {
+	load, body, chunks := fmt.Sprintf("non-stream c=%d", conc), b.body, 0
 	if stream {
-		load, body, conc, chunks = fmt.Sprintf("stream 64 chunks c=%d", b.plan.streamConc), b.streamBody, b.plan.streamConc, 64
+		load, body, chunks = fmt.Sprintf("stream 64 chunks c=%d", conc), b.streamBody, 64
 	}
 	log.Printf("profiling %s, %s", t.name, load)
 	file := filepath.Join(b.dir, fmt.Sprintf("%s-%s.pprof", t.proc.name, strings.ReplaceAll(load, " ", "-")))

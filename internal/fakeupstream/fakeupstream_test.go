@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"mime/multipart"
@@ -966,5 +968,44 @@ func TestListenH2C(t *testing.T) {
 	if resp, err := (&http.Client{Transport: h2}).Do(req); err == nil {
 		resp.Body.Close()
 		t.Errorf("h2c to Listen's server: %s, want an error", resp.Proto)
+	}
+}
+
+// TestBodyDigest: a request with X-Fake-Digest: 1 gets the SHA-256 of the body the fake received,
+// on JSON answers and streams alike; one without gets none.
+func TestBodyDigest(t *testing.T) {
+	s, c := start(t, "digest")
+	for _, tc := range []struct {
+		name, body string
+		digest     bool
+	}{
+		{"json", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, true},
+		{"stream", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, true},
+		{"not asked", `{"model":"m","messages":[]}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost, s.URL()+"/chat/completions", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			if tc.digest {
+				req.Header.Set("X-Fake-Digest", "1")
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			want := ""
+			if tc.digest {
+				sum := sha256.Sum256([]byte(tc.body))
+				want = hex.EncodeToString(sum[:])
+			}
+			if got := resp.Header.Get("X-Fake-Body-Sha256"); resp.StatusCode != http.StatusOK || got != want {
+				t.Errorf("status %d, digest %q, want 200 and %q", resp.StatusCode, got, want)
+			}
+		})
 	}
 }

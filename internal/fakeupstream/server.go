@@ -12,6 +12,10 @@
 // run time; counters and wait helpers let tests observe what the upstream
 // saw without sleeping.
 //
+// A request carrying "X-Fake-Digest: 1" is answered with "X-Fake-Body-Sha256", the hex SHA-256 of
+// the body as the fake received it, so a test can check what reached the upstream request by
+// request.
+//
 // Besides the Go API, two control endpoints serve command mode
 // (cmd/fakeupstream, and fake_openai in Caddy): GET/POST/DELETE /_fake/settings (read, merge, reset;
 // see Settings for the JSON form) and GET /_fake/stats.
@@ -19,6 +23,8 @@ package fakeupstream
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -359,6 +365,10 @@ func (x *exchange) finish() {
 
 func (x *exchange) serve() {
 	body, err := readBody(x.w, x.r)
+	if x.r.Header.Get("X-Fake-Digest") == "1" {
+		sum := sha256.Sum256(body)
+		x.w.Header().Set("X-Fake-Body-Sha256", hex.EncodeToString(sum[:]))
+	}
 	x.s.last.Store(&Request{Method: x.r.Method, Path: x.r.URL.Path, RawQuery: x.r.URL.RawQuery, Header: x.r.Header, Body: body})
 	if err != nil {
 		var tooBig *http.MaxBytesError
