@@ -6,8 +6,9 @@ import "sync"
 // the body's size, is a large share of what the garbage collector has to reclaim per call.
 //
 // A buffer goes back to its pool (call.releaseBody) only when nothing can read it any more: the
-// audit log does not keep the body (no buffer is taken for an audited call), the request was not
-// passed on to the next handler, and at most one upstream request was made with it, which the
+// audit log does not store the body (no buffer is taken when it stores bodies; with bodies none,
+// audit.Writer.Enqueue drops the body before releaseBody runs), the request was not passed on to
+// the next handler, and at most one upstream request was made with it, which the
 // transport reported written with its body read to the end (upstreamBody.doneWith) and never
 // asked for again (GetBody). Anything else leaves the buffer to the garbage collector, as an
 // unpooled body would be: a body the transport may still be reading is never reused.
@@ -66,7 +67,7 @@ func (c *call) releaseBody() {
 		return
 	}
 	switch {
-	case c.passed || c.req.auditing || c.upstreamBodies > 1:
+	case c.passed || c.req.bodies || c.upstreamBodies > 1:
 		c.req.buf = nil // the next handler, the audit row or a transport may keep it
 		return
 	case c.upstreamBodies == 1 && !c.upstreamBody.doneWith():

@@ -197,12 +197,12 @@ func TestReleaseBody(t *testing.T) {
 		notYet        // kept for a later try
 	)
 	for _, tc := range []struct {
-		name     string
-		passed   bool
-		auditing bool
-		bodies   int
-		last     *upstreamBody
-		want     int
+		name   string
+		passed bool
+		stored bool // the audit log stores bodies
+		bodies int
+		last   *upstreamBody
+		want   int
 	}{
 		{"no upstream request", false, false, 0, nil, put},
 		{"written", false, false, 1, done, put},
@@ -210,12 +210,12 @@ func TestReleaseBody(t *testing.T) {
 		{"rewound", false, false, 1, rewound, notYet},
 		{"two upstream requests", false, false, 2, done, never},
 		{"passed on", true, false, 0, nil, never},
-		{"audited", false, true, 1, done, never},
+		{"audited, bodies stored", false, true, 1, done, never},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rb := &requestBuf{b: make([]byte, 8)}
 			c := &call{passed: tc.passed, upstreamBodies: tc.bodies, upstreamBody: tc.last}
-			c.req.buf, c.req.body, c.req.auditing = rb, rb.b[:4], tc.auditing
+			c.req.buf, c.req.body, c.req.bodies = rb, rb.b[:4], tc.stored
 			c.res.RequestBody = c.req.body
 			c.releaseBody()
 			got := notYet

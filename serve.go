@@ -190,9 +190,9 @@ func (g *generation) sniff(req apiRequest) (_ apiRequest, pass bool, _ *apiError
 		return req, false, errInvalidRequest("request path must not contain '.' or '..' segments")
 	}
 
-	// An audited call's body goes to the audit row, which outlives the call: only the others read
-	// into a pooled buffer.
-	body, buf, err := readBody(r, g.maxBody, !req.auditing)
+	// A body the audit row stores outlives the call: only the others read into a pooled buffer
+	// (with bodies none, the writer drops the body in Enqueue, before the buffer goes back).
+	body, buf, err := readBody(r, g.maxBody, !req.bodies)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
