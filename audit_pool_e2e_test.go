@@ -32,65 +32,29 @@ func TestAuditPooledAnswersStayWithTheirRows(t *testing.T) {
 
 	const workers, calls = 8, 40
 	type sent struct{ request, answer string }
-	var mu sync.Mutex
 	got := make(map[string]sent)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-			defer hc.CloseIdleConnections()
-			for i := range calls {
-				id := fmt.Sprintf("pool-%d-%d", w, i)
-				model := "small-model"
-				if i%3 == 2 {
-					model = "large-model"
-				}
-				body := `{"model":"` + model + `","messages":[{"role":"user","content":"call ` + id + ` ` + strings.Repeat("x", i*13) + `"}]}`
-				req, _ := http.NewRequest(http.MethodPost, gw.URL+"/v1/chat/completions", strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("X-Request-Id", id)
-				resp, err := hc.Do(req)
-				if err != nil {
-					t.Errorf("%s: %v", id, err)
-					return
-				}
-				answer, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if err != nil || resp.StatusCode != http.StatusOK {
-					t.Errorf("%s: status %d, %v", id, resp.StatusCode, err)
-					return
-				}
-				mu.Lock()
-				got[id] = sent{body, string(answer)}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	answers := auditedCalls(t, gw.URL, workers, calls, func(w, i int) (string, string) {
+		id := fmt.Sprintf("pool-%d-%d", w, i)
+		model := "small-model"
+		if i%3 == 2 {
+			model = "large-model"
+		}
+		body := `{"model":"` + model + `","messages":[{"role":"user","content":"call ` + id + ` ` + strings.Repeat("x", i*13) + `"}]}`
+		got[id] = sent{request: body}
+		return id, body
+	})
 	if t.Failed() {
 		return
 	}
-
-	gw.reload("", site, false)
-	awaitCallsEnded(t)
-	conn, err := sqlite3.OpenFlags(dbPath, sqlite3.OPEN_READONLY)
-	if err != nil {
-		t.Fatal(err)
+	for id, answer := range answers {
+		got[id] = sent{got[id].request, answer}
 	}
-	defer conn.Close()
-	stmt, _, err := conn.Prepare(`SELECT RequestID, Request, Response FROM records`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stmt.Close()
-	rows := 0
-	for stmt.Step() {
-		rows++
+	rows := auditRows(t, drainedAuditDB(t, gw, site, dbPath), `SELECT RequestID, Request, Response FROM records`, func(stmt *sqlite3.Stmt) {
 		id := stmt.ColumnText(0)
 		want, ok := got[id]
 		if !ok {
 			t.Errorf("row for unknown request %q", id)
-			continue
+			return
 		}
 		req, resp := stmt.ColumnText(1), stmt.ColumnText(2)
 		if req != want.request {
@@ -102,10 +66,7 @@ func TestAuditPooledAnswersStayWithTheirRows(t *testing.T) {
 		if !bytes.Contains([]byte(resp), []byte(`"object":"chat.completion"`)) {
 			t.Errorf("%s: stored answer is no chat completion: %.80q", id, resp)
 		}
-	}
-	if err := stmt.Err(); err != nil {
-		t.Fatal(err)
-	}
+	})
 	if rows != workers*calls {
 		t.Errorf("%d rows for %d calls", rows, workers*calls)
 	}
@@ -123,68 +84,29 @@ func TestAuditBodiesNonePooledRequests(t *testing.T) {
 	gw := startGateway(t, auditGlobals(dbPath, "bodies none", "flush_interval 200ms", "batch_size 64"), site)
 
 	const workers, calls = 8, 40
-	var mu sync.Mutex
 	withTools := make(map[string]bool)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-			defer hc.CloseIdleConnections()
-			for i := range calls {
-				id := fmt.Sprintf("none-%d-%d", w, i)
-				tools := (w+i)%2 == 0
-				content := `"call ` + id + ` ` + strings.Repeat("y", i*29) + `"`
-				extra := ""
-				if tools {
-					content = `[{"type":"text","text":"call ` + id + `"},{"type":"image_url","image_url":{"url":"data:,x"}}]`
-					extra = `,"tools":[{"type":"function","function":{"name":"f"}}]`
-				}
-				body := `{"model":"none-model","messages":[{"role":"user","content":` + content + `}]` + extra + `}`
-				req, _ := http.NewRequest(http.MethodPost, gw.URL+"/v1/chat/completions", strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("X-Request-Id", id)
-				resp, err := hc.Do(req)
-				if err != nil {
-					t.Errorf("%s: %v", id, err)
-					return
-				}
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if err != nil || resp.StatusCode != http.StatusOK {
-					t.Errorf("%s: status %d, %v", id, resp.StatusCode, err)
-					return
-				}
-				mu.Lock()
-				withTools[id] = tools
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	auditedCalls(t, gw.URL, workers, calls, func(w, i int) (string, string) {
+		id := fmt.Sprintf("none-%d-%d", w, i)
+		tools := (w+i)%2 == 0
+		content := `"call ` + id + ` ` + strings.Repeat("y", i*29) + `"`
+		extra := ""
+		if tools {
+			content = `[{"type":"text","text":"call ` + id + `"},{"type":"image_url","image_url":{"url":"data:,x"}}]`
+			extra = `,"tools":[{"type":"function","function":{"name":"f"}}]`
+		}
+		withTools[id] = tools
+		return id, `{"model":"none-model","messages":[{"role":"user","content":` + content + `}]` + extra + `}`
+	})
 	if t.Failed() {
 		return
 	}
-
-	gw.reload("", site, false)
-	awaitCallsEnded(t)
-	conn, err := sqlite3.OpenFlags(dbPath, sqlite3.OPEN_READONLY)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stmt, _, err := conn.Prepare(`SELECT RequestID, Tool, Multimodal, Request IS NULL, Response IS NULL FROM records`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stmt.Close()
-	rows := 0
-	for stmt.Step() {
-		rows++
+	const query = `SELECT RequestID, Tool, Multimodal, Request IS NULL, Response IS NULL FROM records`
+	rows := auditRows(t, drainedAuditDB(t, gw, site, dbPath), query, func(stmt *sqlite3.Stmt) {
 		id := stmt.ColumnText(0)
 		want, ok := withTools[id]
 		if !ok {
 			t.Errorf("row for unknown request %q", id)
-			continue
+			return
 		}
 		if tool, mm := stmt.ColumnBool(1), stmt.ColumnBool(2); tool != want || mm != want {
 			t.Errorf("%s: Tool %v, Multimodal %v; the call sent tools and an image: %v", id, tool, mm, want)
@@ -192,11 +114,82 @@ func TestAuditBodiesNonePooledRequests(t *testing.T) {
 		if !stmt.ColumnBool(3) || !stmt.ColumnBool(4) {
 			t.Errorf("%s: a body is stored under bodies none", id)
 		}
+	})
+	if rows != workers*calls {
+		t.Errorf("%d rows for %d calls", rows, workers*calls)
+	}
+}
+
+// auditedCalls makes workers×calls chat calls to url, workers at a time, each on its own
+// keep-alive connection; call gives the request ID and body of worker w's call i (it runs under
+// a lock, so it may fill the caller's maps). It returns the answer of every call by ID; a call
+// that fails is reported on t.
+func auditedCalls(t *testing.T, url string, workers, calls int, call func(w, i int) (id, body string)) map[string]string {
+	t.Helper()
+	var mu sync.Mutex
+	answers := make(map[string]string)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			defer hc.CloseIdleConnections()
+			for i := range calls {
+				mu.Lock()
+				id, body := call(w, i)
+				mu.Unlock()
+				req, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("X-Request-Id", id)
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Errorf("%s: %v", id, err)
+					return
+				}
+				answer, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					t.Errorf("%s: status %d, %v", id, resp.StatusCode, err)
+					return
+				}
+				mu.Lock()
+				answers[id] = string(answer)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return answers
+}
+
+// drainedAuditDB reloads gw without the audit app, which writes every queued row and closes the
+// database, and opens the database read-only (closed with the test).
+func drainedAuditDB(t *testing.T, gw *gateway, site, dbPath string) *sqlite3.Conn {
+	t.Helper()
+	gw.reload("", site, false)
+	awaitCallsEnded(t)
+	conn, err := sqlite3.OpenFlags(dbPath, sqlite3.OPEN_READONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// auditRows runs query on conn, calls row for each row, and returns how many there were.
+func auditRows(t *testing.T, conn *sqlite3.Conn, query string, row func(*sqlite3.Stmt)) int {
+	t.Helper()
+	stmt, _, err := conn.Prepare(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stmt.Close()
+	n := 0
+	for stmt.Step() {
+		n++
+		row(stmt)
 	}
 	if err := stmt.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if rows != workers*calls {
-		t.Errorf("%d rows for %d calls", rows, workers*calls)
-	}
+	return n
 }
