@@ -32,6 +32,14 @@ func FuzzReader(f *testing.F) {
 		if errW != io.EOF && errW != ErrLineTooLong && errW != ErrEventTooLarge {
 			t.Fatalf("unexpected error %v", errW)
 		}
+		// A source that is a Waiter: the Reader gives its pooled buffer back between reads (its
+		// own buffer is pooled only for lines of 1 KiB and more).
+		const pooledLine = 4 << 10
+		plain, errP := readAll(NewReaderSize(bytes.NewReader(in), pooledLine))
+		waited, errV := readAll(NewReaderSize(&fuzzWaiter{Reader: iotest.HalfReader(bytes.NewReader(in))}, pooledLine))
+		if errP != errV || !reflect.DeepEqual(plain, waited) {
+			t.Fatalf("waiting between reads changes the result:\nplain  %+v %v\nwaited %+v %v", plain, errP, waited, errV)
+		}
 		var enc []byte
 		for i, e := range whole {
 			if len(e.Data) > maxLine {
@@ -134,3 +142,9 @@ func FuzzTransform(f *testing.F) {
 		}
 	})
 }
+
+// fuzzWaiter is a Waiter whose waits return at once: the Reader then reads with a buffer taken
+// again from its pool.
+type fuzzWaiter struct{ io.Reader }
+
+func (fuzzWaiter) WaitRead() error { return nil }
