@@ -186,6 +186,40 @@ func TestUpstreamBodyDoneWith(t *testing.T) {
 	}
 }
 
+// TestStreamBodyKeptForRetryBeforeRead: a stream whose prompt the audit log does not keep has
+// its request Body emptied once written, but a write reported failed before it read the Body
+// leaves it whole: transports resend a Body they never read as it is, without GetBody, and that
+// resend must carry the whole prompt. (net/http closes the Body in every write, so it rewinds
+// instead; the hook does not rely on that.)
+func TestStreamBodyKeptForRetryBeforeRead(t *testing.T) {
+	const prompt = `{"model":"m","stream":true,"messages":[]}`
+	var retried []byte
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		trace := httptrace.ContextClientTrace(r.Context())
+		trace.WroteRequest(httptrace.WroteRequestInfo{Err: errors.New("broken pipe")})
+		retried, _ = io.ReadAll(r.Body)
+		trace.WroteRequest(httptrace.WroteRequestInfo{})
+		return answerWith(200, "text/event-stream", "data: {}\n\n")(r)
+	})
+	base, _ := url.Parse("http://a.invalid/v1")
+	uc := &upstreamClient{Client: &router.Client{Name: "a"}, baseURL: base, transport: &sharedTransport{RoundTripper: rt}, state: new(router.ClientState)}
+	g := &generation{headerTimeout: time.Minute, firstByteTimout: time.Minute, maxBuffered: 1 << 20}
+	r, _ := http.NewRequest(http.MethodPost, "http://gw/v1/chat/completions", nil)
+	req := &apiRequest{r: r, ep: epChat, upPath: "/chat/completions", stream: true}
+	out := attempt(context.Background(), newStopper(), g, req, &attemptSpec{uc: uc, body: []byte(prompt)}, zap.NewNop())
+	defer out.release()
+	if out.kind != outStream {
+		t.Fatalf("outcome %v, want a stream", out.kind)
+	}
+	out.resp.Body.Close()
+	if string(retried) != prompt {
+		t.Errorf("the retry read %q, want the whole prompt %q", retried, prompt)
+	}
+	if out.reqBody.first.Len() != 0 || out.reqBody.first.Size() != 0 {
+		t.Error("the stream's request Body still holds the prompt once the retry wrote it")
+	}
+}
+
 // TestReleaseBody: a call gives its pooled buffer back only when nothing reads it any more, drops
 // it for good when something may keep it, and waits while a transport may still read it.
 func TestReleaseBody(t *testing.T) {

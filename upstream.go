@@ -183,15 +183,17 @@ func (u *upstreamBody) release() {
 
 // wrote is the WroteRequest hook: the transport calls it from the goroutine that read the Body,
 // once per write of the request, so nothing reads the Body concurrently. It notes whether the
-// write read the Body to its end, and empties it for a stream (drop). A rewound request's first
-// Body may still be read by an abandoned write, so it is left alone then.
+// write read the Body to its end, and empties it for a stream (drop) once a write read it. A
+// rewound request's first Body may still be read by an abandoned write, so it is left alone then.
 func (u *upstreamBody) wrote(httptrace.WroteRequestInfo) {
 	u.mu.Lock()
 	if !u.rewound {
-		// A write that failed before reading the body leaves it to a retry, which reads it
-		// again without GetBody: only a body read to its end is done with.
+		// A transport resends a Body it never read as it is, without GetBody (net/http's
+		// rewindBody, x/net's retry of a connection found unusable): only a body read to its
+		// end is done with, and only a body read at all may be emptied, whatever a write that
+		// failed before the body reported.
 		u.sent = u.first.Len() == 0
-		if u.drop {
+		if u.drop && int64(u.first.Len()) < u.first.Size() {
 			u.first.Reset(nil)
 		}
 	}
