@@ -379,7 +379,9 @@ func readBody(r *http.Request, limit int64, pooled bool) (body []byte, buf *requ
 			buf = getRequestBuf(r.ContentLength)
 		}
 		if buf != nil {
-			body = buf.b[:r.ContentLength]
+			// Capped at its length: an append to the body allocates rather than reach the bytes
+			// of earlier calls in the pooled buffer's tail.
+			body = buf.b[:r.ContentLength:r.ContentLength]
 		} else {
 			body = make([]byte, r.ContentLength)
 		}
