@@ -385,18 +385,19 @@ func (b *bench) measure(t *target, d time.Duration, load func(time.Duration) sam
 	if err != nil {
 		return measurement{}, err
 	}
-	m.cpu = after - before
+	m.cpu = after.since(before)
 	if t.id == targetGatewayAudit {
 		b.auditSent += int64(m.ok) + int64(warm.ok)
 	}
 	return m, nil
 }
 
-func (b *bench) cpu(t *target) (time.Duration, error) {
+// cpu samples the CPU time of t's process; direct, which has none here, samples as zero.
+func (b *bench) cpu(t *target) (cpuSample, error) {
 	if t.proc == nil {
-		return 0, nil
+		return cpuSample{}, nil
 	}
-	return cpuTime(t.proc.pid())
+	return readCPU(t.proc.pid())
 }
 
 // rateLimited runs the fixed-rate phase; at the audit target it also counts
@@ -447,7 +448,7 @@ func (b *bench) openStreams(t *target) (measurement, error) {
 	if m.goroutinesBase, err = goroutines(ft.adminPort); err != nil {
 		return m, err
 	}
-	before, err := cpuTime(pid)
+	before, err := readCPU(pid)
 	if err != nil {
 		return m, err
 	}
@@ -466,11 +467,11 @@ func (b *bench) openStreams(t *target) (measurement, error) {
 	if rssErr != nil {
 		return m, rssErr
 	}
-	after, err := cpuTime(pid)
+	after, err := readCPU(pid)
 	if err != nil {
 		return m, err
 	}
-	m.cpu = after - before
+	m.cpu = after.since(before)
 	// The next phase must not start while these streams wind down.
 	if err := b.fake.waitIdle(30 * time.Second); err != nil {
 		return m, err

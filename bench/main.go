@@ -12,8 +12,10 @@
 // uses -caddy and -fake), starts the fake upstream and Caddy processes of the
 // same binary — reverse_proxy with flush_interval -1, llm_gateway, and
 // llm_gateway with the llm_audit app storing full bodies, and more for the
-// phases below — each in its own process so that /proc/<pid>/stat charges
-// each one its own CPU. A load generator in this process then drives
+// phases below — each in its own process so that /proc charges each one its
+// own CPU: the scheduler's run time of its threads in nanoseconds
+// (/proc/<pid>/task/*/schedstat), or utime+stime of /proc/<pid>/stat, whole
+// ticks of 10 ms, where a thread exited during the measurement. A load generator in this process then drives
 // identical loopback load at every target, the fake itself included as the
 // "direct" baseline:
 //

@@ -22,11 +22,6 @@ import (
 	"github.com/ncruces/go-sqlite3"
 )
 
-// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat. It
-// is 100 on every Linux architecture Go supports; reading it needs sysconf,
-// which needs cgo.
-const clockTicks = 100
-
 // gatewayModules must all be listed by a Caddy binary for it to serve every
 // target.
 var gatewayModules = []string{"http.handlers.llm_gateway", "llm_audit"}
@@ -173,28 +168,6 @@ func (p *process) waitUntil(what string, timeout time.Duration, ready func() boo
 		}
 	}
 	return nil
-}
-
-// cpuTime returns the user+system CPU time the process has used so far, its
-// exited threads included.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name may hold spaces and parentheses: fields are counted
-	// from the last ')'. After it come state (field 3) … utime (14), stime (15).
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(f))
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
 // rssKiB returns the resident set size of the process (VmRSS) in KiB.
