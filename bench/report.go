@@ -367,7 +367,7 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
 	fmt.Fprintf(w, "- Rounds: %d, targets interleaved and rotated each round; every figure is the median over rounds\n", p.rounds)
 
 	fmt.Fprintf(w, "\n%s Results\n\n", h)
-	fmt.Fprintf(w, "Latencies in µs. CPU is user+system time of the proxy process (`/proc/<pid>/stat`) per request or stream; \"added\" is over the direct upstream in the same round, in the keys phase over `llm_gateway` without keys. The audit writer row counts rows committed per second and the benchmark process's CPU per row.\n\n")
+	fmt.Fprintf(w, "Latencies in µs. CPU is the proxy process's time on a CPU (its threads' `/proc/<pid>/task/*/schedstat`, in ns) per request or stream; \"added\" is over the direct upstream in the same round, in the keys phase over `llm_gateway` without keys. The audit writer row counts rows committed per second and the benchmark process's CPU per row.\n\n")
 	writeTable(w, resultHeader, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|", rep.results)
 	for _, n := range b.notes {
 		fmt.Fprintf(w, "\nNote: %s\n", n)
@@ -405,8 +405,9 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
   own loopback port. Pinning: each Caddy process is started under `+"`taskset -c`"+` on one CPU, the
   fake upstream and redis-server on the others, and this process moves all its threads there
   (`+"`sched_setaffinity`"+`) after building the binaries; the kernel's affinity of each Caddy process
-  is checked after its start. CPU is read from `+"`/proc/<pid>/stat`"+` (utime+stime, 10 ms ticks) before a
-  phase and %v after it, so deferred work such as audit commits is charged too. Before
+  is checked after its start. CPU is the sum of the process's threads' run time (`+"`/proc/<pid>/task/*/schedstat`"+`, in
+  nanoseconds; utime+stime of `+"`/proc/<pid>/stat`"+`, 10 ms ticks, where a thread exited meanwhile)
+  read before a phase and %v after it, so deferred work such as audit commits is charged too. Before
   each measurement the phase's own load runs unmeasured for %v (connections, lazily built
   state, the heap at its working size).
 - Keys: the "keys" phase runs non-stream c=1 at `+"`llm_gateway`"+` without keys and at two more Caddy
