@@ -76,6 +76,7 @@ var (
 type measurement struct {
 	sample
 	cpu     time.Duration // of the proxy process during the phase; 0 for direct
+	gc      gcTally       // the proxy's garbage collections during the phase
 	rssBase int64         // KiB, before the streams were opened
 	rssOpen int64         // KiB, with all of them open
 	// goroutines of the proxy before the streams were opened and with all of them open
@@ -375,6 +376,9 @@ func (b *bench) measure(t *target, d time.Duration, load func(time.Duration) sam
 	if warm.errs > 0 {
 		return measurement{}, fmt.Errorf("warm-up %s: %d errors, first: %w", t.url, warm.errs, warm.firstErr)
 	}
+	if _, err := b.gc(t); err != nil { // the warm-up's collections
+		return measurement{}, err
+	}
 	before, err := b.cpu(t)
 	if err != nil {
 		return measurement{}, err
@@ -386,6 +390,9 @@ func (b *bench) measure(t *target, d time.Duration, load func(time.Duration) sam
 		return measurement{}, err
 	}
 	m.cpu = after.since(before)
+	if m.gc, err = b.gc(t); err != nil {
+		return measurement{}, err
+	}
 	if t.id == targetGatewayAudit {
 		b.auditSent += int64(m.ok) + int64(warm.ok)
 	}
@@ -398,6 +405,14 @@ func (b *bench) cpu(t *target) (cpuSample, error) {
 		return cpuSample{}, nil
 	}
 	return readCPU(t.proc.pid())
+}
+
+// gc returns the collections t's process logged since the last call; none for direct.
+func (b *bench) gc(t *target) (gcTally, error) {
+	if t.proc == nil {
+		return gcTally{}, nil
+	}
+	return t.proc.gcSince()
 }
 
 // rateLimited runs the fixed-rate phase; at the audit target it also counts

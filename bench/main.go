@@ -15,7 +15,9 @@
 // phases below — each in its own process so that /proc charges each one its
 // own CPU: the scheduler's run time of its threads in nanoseconds
 // (/proc/<pid>/task/*/schedstat), or utime+stime of /proc/<pid>/stat, whole
-// ticks of 10 ms, where a thread exited during the measurement. A load generator in this process then drives
+// ticks of 10 ms, where a thread exited during the measurement. Caddy
+// processes run with GODEBUG=gctrace=1, and the part of that CPU their
+// garbage collections used is reported beside it (gctrace.go). A load generator in this process then drives
 // identical loopback load at every target, the fake itself included as the
 // "direct" baseline:
 //

@@ -96,6 +96,8 @@ type process struct {
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{} // closed when the process exited
+	// gcRead is how far gcSince has read the log.
+	gcRead int64
 }
 
 // startProcess starts cmd (made by pinning.command) as the process name.
@@ -106,8 +108,11 @@ func startProcess(dir, name string, cmd *exec.Cmd) (*process, error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = f, f
-	// Caddy's autosave and storage go to the work dir, never the user's.
+	// Caddy's autosave and storage go to the work dir, never the user's. What the caller set in
+	// cmd.Env comes last, so it wins.
+	extra := cmd.Env
 	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
+	cmd.Env = append(cmd.Env, extra...)
 	// Children die with the benchmark, even when it is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -302,7 +307,9 @@ func startCaddy(pin pinning, dir, name, caddyBin string, c proxyConfig, fakePort
 	if err := os.WriteFile(cf, []byte(caddyfile(c, port, adminPort, fakePort)), 0o644); err != nil {
 		return nil, 0, 0, err
 	}
-	p, err := startProcess(dir, name, pin.command(true, caddyBin, "run", "--config", cf, "--adapter", "caddyfile"))
+	cmd := pin.command(true, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+	cmd.Env = []string{gcDebug()}
+	p, err := startProcess(dir, name, cmd)
 	if err != nil {
 		return nil, 0, 0, err
 	}

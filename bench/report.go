@@ -59,6 +59,8 @@ func loadAvg() string {
 type figures struct {
 	cpuPer, rps, p50, p99, addedP50, ttft, addedTTFT, rssPer figure
 	goroutinesPer                                            figure // open streams
+	// gcPer is the CPU of the process's garbage collections per call (gctrace.go).
+	gcPer figure
 	// cpuRounds is the CPU per call of each round (not ok where the round had no answer), for
 	// ratios taken round by round.
 	cpuRounds  []figure
@@ -101,7 +103,7 @@ func summarise(s scenario, rounds [][]measurement) []figures {
 	directAt := slices.Index(s.targets, s.baseline)
 	out := make([]figures, len(s.targets))
 	for j, id := range s.targets {
-		var cpu, rps, p50, p99, add, ttft, addT, rss, gor []float64
+		var cpu, gc, rps, p50, p99, add, ttft, addT, rss, gor []float64
 		f := &out[j]
 		f.cpuRounds = make([]figure, len(rounds[j]))
 		for r, m := range rounds[j] {
@@ -118,6 +120,9 @@ func summarise(s scenario, rounds [][]measurement) []figures {
 				c := float64(m.cpu) / float64(time.Microsecond) / float64(m.ok)
 				cpu = append(cpu, c)
 				f.cpuRounds[r] = figure{c, true}
+				if m.gc.traced {
+					gc = append(gc, float64(m.gc.cpu)/float64(time.Microsecond)/float64(m.ok))
+				}
 			}
 			if s.kind == kindWriter {
 				rps = append(rps, float64(m.ok)/m.elapsed.Seconds())
@@ -148,7 +153,7 @@ func summarise(s scenario, rounds [][]measurement) []figures {
 				addT = append(addT, quantile(m.ttft, 0.5)-quantile(d.ttft, 0.5))
 			}
 		}
-		f.cpuPer, f.rps, f.p50, f.p99 = median(cpu), median(rps), median(p50), median(p99)
+		f.cpuPer, f.gcPer, f.rps, f.p50, f.p99 = median(cpu), median(gc), median(rps), median(p50), median(p99)
 		f.addedP50, f.ttft, f.addedTTFT, f.rssPer, f.goroutinesPer = median(add), median(ttft), median(addT), median(rss), median(gor)
 	}
 	return out
@@ -185,7 +190,7 @@ type namedFigure struct {
 }
 
 var (
-	resultHeader = []string{"Phase", "Target", "CPU µs/req", "req/s", "p50", "p99", "added p50", "TTFT p50", "added TTFT", "RSS KiB/stream", "errors"}
+	resultHeader = []string{"Phase", "Target", "CPU µs/req", "GC µs/req", "req/s", "p50", "p99", "added p50", "TTFT p50", "added TTFT", "RSS KiB/stream", "errors"}
 	checkHeader  = []string{"Check", "Measured", "Limit", "Pass"}
 )
 
@@ -203,7 +208,7 @@ func tabulate(p plan, scenarios []scenario, results [][][]measurement) report {
 				errs += fmt.Sprintf(" (%d dropped)", f.sent-f.rows)
 			}
 			rep.results = append(rep.results, []string{
-				s.name, targetNames[id], f.cpuPer.format(1), f.rps.format(0), f.p50.format(0), f.p99.format(0),
+				s.name, targetNames[id], f.cpuPer.format(1), f.gcPer.format(1), f.rps.format(0), f.p50.format(0), f.p99.format(0),
 				f.addedP50.signed(0), f.ttft.format(0), f.addedTTFT.signed(0), f.rssPer.format(1), errs,
 			})
 		}
@@ -368,7 +373,7 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
 
 	fmt.Fprintf(w, "\n%s Results\n\n", h)
 	fmt.Fprintf(w, "Latencies in µs. CPU is the proxy process's time on a CPU (its threads' `/proc/<pid>/task/*/schedstat`, in ns) per request or stream; \"added\" is over the direct upstream in the same round, in the keys phase over `llm_gateway` without keys. The audit writer row counts rows committed per second and the benchmark process's CPU per row.\n\n")
-	writeTable(w, resultHeader, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|", rep.results)
+	writeTable(w, resultHeader, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|", rep.results)
 	for _, n := range b.notes {
 		fmt.Fprintf(w, "\nNote: %s\n", n)
 	}
@@ -409,7 +414,10 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
   nanoseconds; utime+stime of `+"`/proc/<pid>/stat`"+`, 10 ms ticks, where a thread exited meanwhile)
   read before a phase and %v after it, so deferred work such as audit commits is charged too. Before
   each measurement the phase's own load runs unmeasured for %v (connections, lazily built
-  state, the heap at its working size).
+  state, the heap at its working size). "GC µs/req" is the part of the CPU the process's
+  garbage collections used, as `+"`GODEBUG=gctrace=1`"+` (set for every Caddy process) reports it in
+  the log: assists, background and idle marking, and the two stop-the-world phases, summed
+  over the collections that ended during the phase; sweeping and allocation are not in it.
 - Keys: the "keys" phase runs non-stream c=1 at `+"`llm_gateway`"+` without keys and at two more Caddy
   processes of it with a `+"`keys`"+` block holding the one key every request carries (limits far above
   any phase, so that every call is counted and none refused): counters in-process, and
