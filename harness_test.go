@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -179,8 +180,32 @@ func (g *gateway) client(opts ...option.RequestOption) openai.Client {
 		option.WithAPIKey("sk-caller-key-123456"),
 		option.WithMaxRetries(0),
 		option.WithRequestTimeout(30 * time.Second),
+		option.WithMiddleware(func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+			defer watchCall(g.t, req)()
+			return next(req)
+		}),
 	}
 	return openai.NewClient(append(base, opts...)...)
+}
+
+// slowCall is how long an HTTP call of the harness may take before watchCall reports it. Every
+// such call times out after 30 s; none takes near 20 s in a passing test.
+const slowCall = 20 * time.Second
+
+// watchCall reports a call of the harness still unanswered after slowCall, with the stacks of
+// every goroutine of the test binary (the gateway's included: Caddy runs in it), so that a call
+// that hangs until its timeout leaves what it waited on, not only "context deadline exceeded".
+// The report goes to stderr, which go test shows when the package fails: the test may have
+// ended when it is written. Call the returned func when the call returns (or its answer was
+// read: a stream's body is part of the call).
+func watchCall(t testing.TB, req *http.Request) (done func()) {
+	name, method, url := t.Name(), req.Method, req.URL.String()
+	timer := time.AfterFunc(slowCall, func() {
+		stacks := make([]byte, 8<<20)
+		stacks = stacks[:runtime.Stack(stacks, true)]
+		fmt.Fprintf(os.Stderr, "\n=== %s: %s %s unanswered after %v; every goroutine:\n%s\n", name, method, url, slowCall, stacks)
+	})
+	return func() { timer.Stop() }
 }
 
 // post sends a raw request and returns the status, headers and body.
@@ -210,6 +235,7 @@ func (g *gateway) do(req *http.Request) (int, http.Header, string) {
 	g.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	defer watchCall(g.t, req)()
 	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
 	if err != nil {
 		g.t.Fatalf("%s %s: %v", req.Method, req.URL, err)

@@ -305,6 +305,11 @@ func runOnce(o options, p plan, pin pinning, dir, caddyBin, fakeBin string, with
 				if m.errs > 0 {
 					log.Printf("  %d errors, first: %v", m.errs, m.firstErr)
 				}
+				if m.ok > 0 && t.proc != nil {
+					// Each round's figure, for taking a spread apart afterwards.
+					log.Printf("  %d answers, %.1f µs CPU each, %.1f of it GC (%d collections)",
+						m.ok, float64(m.cpu)/float64(time.Microsecond)/float64(m.ok), float64(m.gc.cpu)/float64(time.Microsecond)/float64(m.ok), m.gc.cycles)
+				}
 				results[i][j] = append(results[i][j], m)
 			}
 		}
