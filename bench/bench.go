@@ -350,7 +350,7 @@ func (b *bench) scenarios() []scenario {
 		// trips to Redis per call): latency at c=1, over the same gateway without keys.
 		{
 			name: "keys: non-stream 2 KB, c=1", fake: fakeSteady, targets: keyCost, kind: kindRequests,
-			baseline: targetGateway, keyCost: true, run: requests(1, p.c1For),
+			baseline: targetGateway, keyCost: true, run: requests(1, p.keysFor),
 		},
 		// Routing cost against config size: the model asked for is the last client's, so a router
 		// that tries the rules in order evaluates all of them on every call.

@@ -422,7 +422,8 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
   processes of it with a `+"`keys`"+` block holding the one key every request carries (limits far above
   any phase, so that every call is counted and none refused): counters in-process, and
   `+"`store redis://…`"+` on a `+"`redis-server`"+` the benchmark starts on a loopback port (no persistence)
-  and stops at the end; without `+"`redis-server`"+` that target is skipped, with a note.
+  and stops at the end; without `+"`redis-server`"+` that target is skipped, with a note. Each
+  target runs %v per round.
 - Load: a Go client in the benchmark process, keep-alive, loopback only. Non-stream: a 2 KB chat
   request, answers of 1 KiB content; c=1 for %v and c=32 for %v per target and round.
   Streaming: the same request with `+"`\"stream\":true`"+`, 64 content chunks sent back to back, c=%d for
@@ -448,7 +449,7 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
   queue is filled to capacity and awaited (`+"`Writer.Sync`"+`), again and again, so the writer is never
   idle and nothing is dropped; rows/s counts rows committed (`+"`Writer.Written`"+`), CPU is the
   process's (`+"`getrusage`"+`), the writer's plus the producer's small share, nothing else running.
-`, p.settle, p.warmFor, p.c1For, p.c32For, p.streamConc, p.streamFor, p.routeFor, p.openStreams, p.rate, p.rateFor, len(b.body), len(b.auditResponse), p.writerFor)
+`, p.settle, p.warmFor, p.keysFor, p.c1For, p.c32For, p.streamConc, p.streamFor, p.routeFor, p.openStreams, p.rate, p.rateFor, len(b.body), len(b.auditResponse), p.writerFor)
 }
 
 // writeTable writes a Markdown table.
