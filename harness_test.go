@@ -28,15 +28,37 @@ import (
 // caddyMu serialises tests that run the process-wide Caddy instance.
 var caddyMu sync.Mutex
 
-// freePort returns a loopback port nobody listens on right now.
+// givenPorts are the ports freePort has returned in this test binary.
+var givenPorts struct {
+	sync.Mutex
+	m map[int]bool
+}
+
+// freePort returns a loopback port nobody listens on right now, and never the same port twice
+// in one test binary: a test that takes two ports before it listens on either (an example that
+// serves the fake upstream itself, say) would otherwise get the same one back now and then, and
+// two of its servers would share it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	givenPorts.Lock()
+	defer givenPorts.Unlock()
+	if givenPorts.m == nil {
+		givenPorts.m = make(map[int]bool)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !givenPorts.m[port] {
+			givenPorts.m[port] = true
+			return port
+		}
+	}
+	t.Fatal("no loopback port not given before in 100 tries")
+	return 0
 }
 
 // gateway is a running Caddy with llm_gateway on its own port.
@@ -147,10 +169,26 @@ func waitListenersClosed(t testing.TB, port, max int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d sockets still listen on port %d 15 s after a config load", n, port)
+			t.Fatalf("%d sockets still listen on port %d 15 s after a config load:\n%s", n, port, listenerLines(port))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// listenerLines returns the /proc/net/tcp and tcp6 lines of the sockets listening on port (local
+// address, uid, inode), for a failure message.
+func listenerLines(port int) string {
+	want := fmt.Sprintf(":%04X", port)
+	var b strings.Builder
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		data, _ := os.ReadFile(table)
+		for line := range strings.Lines(string(data)) {
+			if f := strings.Fields(line); len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], want) {
+				b.WriteString(table + ": " + line)
+			}
+		}
+	}
+	return b.String()
 }
 
 // listeners counts the TCP sockets in LISTEN state on port, over IPv4 and IPv6.
