@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -151,21 +153,7 @@ func (s *insertStmt) forget() {
 // sameHeader reports whether a and b hold the same names with the same values in the same
 // order, so that they encode alike.
 func sameHeader(a, b http.Header) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, av := range a {
-		bv, ok := b[k]
-		if !ok || len(av) != len(bv) {
-			return false
-		}
-		for i := range av {
-			if av[i] != bv[i] {
-				return false
-			}
-		}
-	}
-	return true
+	return maps.EqualFunc(a, b, slices.Equal[[]string])
 }
 
 // clear unbinds every parameter, freeing SQLite's copies of the values.
@@ -297,9 +285,6 @@ func (w *Writer) bindRow(s *insertStmt, row int, it item) (err error) {
 	return errors.Join(errs[:]...)
 }
 
-// bindHeaders binds the Headers column. Rows of one client mostly carry the same headers: when
-// those of the row last bound to the parameter are equal (and masked alike), the value bound
-// stays, without encoding the headers again.
 // appendTime appends t in local time as TimeLayout, as t.Local().AppendFormat would. Rows come
 // many to a second: the part up to the seconds is formatted once per second and zone.
 func (w *Writer) appendTime(dst []byte, t time.Time) []byte {
@@ -314,6 +299,9 @@ func (w *Writer) appendTime(dst []byte, t time.Time) []byte {
 		byte('0'+us/100%10), byte('0'+us/10%10), byte('0'+us%10))
 }
 
+// bindHeaders binds the Headers column. Rows of one client mostly carry the same headers: when
+// those of the row last bound to the parameter are equal (and masked alike), the value bound
+// stays, without encoding the headers again.
 func (w *Writer) bindHeaders(s *insertStmt, param int, r *Record, pol *policy) error {
 	if r.Headers == nil {
 		return s.null(param)
