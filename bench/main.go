@@ -130,10 +130,11 @@ func (o options) plan() plan {
 	p := plan{
 		// A proxy's CPU per call moves with the pace the load side sets (an idle proxy pays more
 		// per call for waking up), which varies from one 2 s window to the next by ±5% at c=1
-		// and ±4% at c=16: the phases whose ratios are held to ±3% run longer.
-		rounds: o.rounds, c1For: 6 * time.Second, c32For: 3 * time.Second, keysFor: 2 * time.Second,
+		// and ±4% at c=16: the phases whose ratios are held to ±3% run longer. At c=32, 3 s
+		// rounds still spread 5% over three runs, 6 s rounds 0.3%.
+		rounds: o.rounds, c1For: 6 * time.Second, c32For: 6 * time.Second, keysFor: 2 * time.Second,
 		streamFor: 2 * time.Second, streamConc: 16, openStreams: o.streams,
-		rate: o.rate, rateFor: 5 * time.Second, routeFor: 4 * time.Second, writerFor: 2 * time.Second,
+		rate: o.rate, rateFor: 5 * time.Second, routeFor: 6 * time.Second, writerFor: 2 * time.Second,
 		warmFor: 500 * time.Millisecond, settle: 250 * time.Millisecond,
 	}
 	if o.quick {
