@@ -224,7 +224,14 @@ type proxyConfig struct {
 	// routeModel.
 	clients int
 	exact   bool
+	// steadyGC runs the process with GOGC=off and GOMEMLIMIT=steadyGCLimit: it collects when its
+	// heap reaches the limit, whatever its live heap, instead of whenever the heap doubles.
+	steadyGC bool
 }
+
+// steadyGCLimit is the memory limit of a steadyGC process: far above any config's live heap, so
+// that a 10,000-client config and a 1-client one collect about as often.
+const steadyGCLimit = "GOMEMLIMIT=256MiB"
 
 // caddyfile renders the config of a proxy on port, in front of the fake on
 // fakePort. The proxies share everything but the handler (and the audit
@@ -309,6 +316,9 @@ func startCaddy(pin pinning, dir, name, caddyBin string, c proxyConfig, fakePort
 	}
 	cmd := pin.command(true, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
 	cmd.Env = []string{gcDebug()}
+	if c.steadyGC {
+		cmd.Env = append(cmd.Env, "GOGC=off", steadyGCLimit)
+	}
 	p, err := startProcess(dir, name, cmd)
 	if err != nil {
 		return nil, 0, 0, err

@@ -429,7 +429,11 @@ func renderRun(w *strings.Builder, level int, env *machine, b *bench, rep report
   Streaming: the same request with `+"`\"stream\":true`"+`, 64 content chunks sent back to back, c=%d for
   %v; TTFT is the time to the first data event, latency the time to `+"`[DONE]`"+`. Routing: non-stream c=16 for %v at `+"`llm_gateway`"+` processes
   with 1 client, 1,000 and 10,000 clients of `+"`match regex ^model-N$`"+` and 10,000 of `+"`match exact model-N`"+`,
-  all to the fake upstream, asking for the last client's model (`+"`"+routeModel+"`"+`).
+  all to the fake upstream, asking for the last client's model (`+"`"+routeModel+"`"+`). These processes run
+  with `+"`GOGC=off`"+` and `+"`"+steadyGCLimit+"`"+`, so that all four collect when their heap reaches the limit:
+  with the default GOGC a config's live heap sets how often it collects, and the 10,000-client
+  configs (tens of MB) would come out cheaper per call for that alone. Their start-up notes are
+  from a probe process of each config with the default GC.
 - Open streams: %d streams (at most 256 being opened at once) whose upstream sends the first chunk
   and then waits; each proxy is a fresh process warmed with 64 requests. RSS is VmRSS of
   `+"`/proc/<pid>/status`"+` with all streams open, minus before, goroutines likewise (the admin
