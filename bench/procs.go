@@ -233,6 +233,15 @@ type proxyConfig struct {
 // that a 10,000-client config and a 1-client one collect about as often.
 const steadyGCLimit = "GOMEMLIMIT=256MiB"
 
+// caddyEnv is the environment a Caddy process of config c runs with, besides the benchmark's own.
+func caddyEnv(c proxyConfig) []string {
+	env := []string{gcDebug()}
+	if c.steadyGC {
+		env = append(env, "GOGC=off", steadyGCLimit)
+	}
+	return env
+}
+
 // caddyfile renders the config of a proxy on port, in front of the fake on
 // fakePort. The proxies share everything but the handler (and the audit
 // app); admin stays on, on its own port, so that the profiler can be reached.
@@ -315,10 +324,7 @@ func startCaddy(pin pinning, dir, name, caddyBin string, c proxyConfig, fakePort
 		return nil, 0, 0, err
 	}
 	cmd := pin.command(true, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
-	cmd.Env = []string{gcDebug()}
-	if c.steadyGC {
-		cmd.Env = append(cmd.Env, "GOGC=off", steadyGCLimit)
-	}
+	cmd.Env = caddyEnv(c)
 	p, err := startProcess(dir, name, cmd)
 	if err != nil {
 		return nil, 0, 0, err

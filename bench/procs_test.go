@@ -58,3 +58,23 @@ func TestCaddyfile(t *testing.T) {
 		})
 	}
 }
+
+// TestCaddyEnv: the routing targets, and only they, collect at a fixed heap size, and every
+// Caddy process traces its collections (the GC column).
+func TestCaddyEnv(t *testing.T) {
+	b := &bench{}
+	for id := targetReverseProxy; id < numTargets; id++ {
+		if id == targetAuditWriter {
+			continue // runs in the benchmark's process
+		}
+		env := strings.Join(caddyEnv(b.proxyConfig(id)), " ")
+		if !strings.Contains(env, "gctrace=1") {
+			t.Errorf("%s: env %q traces no GC", targetNames[id], env)
+		}
+		routing := id == targetRoute1 || id == targetRoute1kRegex || id == targetRoute10kRegex || id == targetRoute10kExact
+		steady := strings.Contains(env, "GOGC=off") && strings.Contains(env, steadyGCLimit)
+		if steady != routing || (!routing && strings.Contains(env, "GOMEMLIMIT")) {
+			t.Errorf("%s: env %q; want GOGC=off and %s: %v", targetNames[id], env, steadyGCLimit, routing)
+		}
+	}
+}
