@@ -254,7 +254,7 @@ func errInvalidKey(msg string) *apiError {
 
 // admit is the admission stage (SPEC §12): with keys, the caller's key must be valid, allow the
 // model asked for, and be within its budget and limits; the store then counts the call. The
-// model checked is the one asked for: fallbacks the config adds are the operator's choice.
+// planner holds the model fallbacks to the key's models too (planner.next).
 // Without keys (a nil set) every sniffed request is admitted.
 func (h *Handler) admit(set *keys.Set, req *apiRequest) (grant, *apiError) {
 	if set == nil {

@@ -552,3 +552,41 @@ func TestKeysReloadDuringStream(t *testing.T) {
 		return err == nil, fmt.Sprint(err)
 	})
 }
+
+// TestKeyModelsBoundFallbacks: a key's models bound the models its calls reach, not only the one
+// they ask for. A caller who can make every candidate fail must not reach a model outside its key
+// through the operator's fallback; a key that may use the fallback model gets its answer.
+func TestKeyModelsBoundFallbacks(t *testing.T) {
+	primary, backup := fake(t, "kf-primary"), fake(t, "kf-backup")
+	primary.Update(func(s *fakeupstream.Settings) { s.Status = http.StatusUnprocessableEntity }) // retryable (SPEC §4)
+	gw := startGateway(t, "", gatewaySite(keysBlock(
+		keyBlock("narrow", "secret sk-narrow-0123456789", "models gpt-4o*"),
+		keyBlock("wide", "secret sk-wide-0123456789", "models gpt-4o* premium-*"),
+	), clientBlock("kf-primary", primary.URL(), "match exact gpt-4o", "fallback premium-model"),
+		clientBlock("kf-backup", backup.URL(), "match exact premium-model")))
+	ctx := context.Background()
+
+	var resp *http.Response
+	wide := gw.client(option.WithAPIKey("sk-wide-0123456789"))
+	got, err := wide.Chat.Completions.New(ctx, chatParams("gpt-4o"), option.WithResponseInto(&resp))
+	if err != nil || !strings.Contains(got.Choices[0].Message.Content, "kf-backup") {
+		t.Fatalf("wide key: %v %+v", err, got)
+	}
+	if tried := resp.Header.Get("X-LLM-Gateway-Tried"); tried != "kf-primary,kf-backup" {
+		t.Errorf("wide key: tried %q, want kf-primary,kf-backup", tried)
+	}
+
+	before := backup.Requests()
+	narrow := gw.client(option.WithAPIKey("sk-narrow-0123456789"))
+	_, err = narrow.Chat.Completions.New(ctx, chatParams("gpt-4o"), option.WithResponseInto(&resp))
+	var e *openai.Error
+	if !errors.As(err, &e) || e.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("narrow key: error %v, want the primary's 422", err)
+	}
+	if tried := e.Response.Header.Get("X-LLM-Gateway-Tried"); tried != "kf-primary" {
+		t.Errorf("narrow key: tried %q, want kf-primary alone", tried)
+	}
+	if n := backup.Requests() - before; n != 0 {
+		t.Errorf("the narrow key's call reached the fallback model's upstream %d times", n)
+	}
+}

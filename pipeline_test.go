@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
+	"github.com/llmgw/caddy-llm-gateway/keys"
 	"github.com/llmgw/caddy-llm-gateway/router"
 	"github.com/llmgw/caddy-llm-gateway/sse"
 )
@@ -172,7 +173,7 @@ func planAll(t *testing.T, g *generation, req *apiRequest) ([]string, *planner, 
 	t.Helper()
 	var p planner
 	var buf [16]int
-	if e := p.start(g, req, zap.NewNop(), buf[:0]); e != nil {
+	if e := p.start(g, req, nil, zap.NewNop(), buf[:0]); e != nil {
 		return nil, &p, e
 	}
 	var got []string
@@ -218,6 +219,43 @@ func TestPlanner(t *testing.T) {
 		}
 		if p.model != "g" || p.fallbacks != 2 || !p.attempted {
 			t.Errorf("model %q, fallbacks %d, attempted %v; want g, 2, true", p.model, p.fallbacks, p.attempted)
+		}
+	})
+
+	t.Run("the fallback chain ends at a model the key may not use", func(t *testing.T) {
+		set, err := keys.Compile([]*keys.Key{
+			{Name: "narrow", Secret: "sk-narrow-0123456789", Models: []string{"m", "f*"}},
+			{Name: "wide", Secret: "sk-wide-0123456789"},
+		}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := testGeneration(t, policy,
+			planClient("a", "m", "f"), planClient("c", "f", "g"), planClient("d", "g", "named"), planClient("named", "x", ""))
+		for _, tt := range []struct {
+			key  string
+			want string
+		}{
+			{"narrow", "a/m c/f"},           // g is not among the key's models
+			{"wide", "a/m c/f d/g named/g"}, // every model; named is a client: the model stays g
+			{"", "a/m c/f d/g named/g"},     // no keys
+		} {
+			var p planner
+			var buf [16]int
+			var key *keys.Entry
+			if tt.key != "" {
+				key = set.ByName(tt.key)
+			}
+			if e := p.start(g, chatRequest(t, `{"model":"m"}`), key, zap.NewNop(), buf[:0]); e != nil {
+				t.Fatal(e)
+			}
+			var got []string
+			for spec, ok := p.next(); ok; spec, ok = p.next() {
+				got = append(got, spec.uc.Name+"/"+spec.model)
+			}
+			if strings.Join(got, " ") != tt.want {
+				t.Errorf("key %q: attempts %q, want %q", tt.key, got, tt.want)
+			}
 		}
 	})
 
@@ -297,7 +335,7 @@ func TestPlanner(t *testing.T) {
 		req := chatRequest(t, `{"model":"m","stream":true}`)
 		var p planner
 		var buf [16]int
-		if e := p.start(g, req, zap.NewNop(), buf[:0]); e != nil {
+		if e := p.start(g, req, nil, zap.NewNop(), buf[:0]); e != nil {
 			t.Fatal(e)
 		}
 		spec, _ := p.next()
@@ -314,7 +352,7 @@ func TestPlanner(t *testing.T) {
 
 		// A caller that asked for usage itself gets every chunk: nothing is injected.
 		req = chatRequest(t, `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`)
-		p.start(g, req, zap.NewNop(), buf[:0])
+		p.start(g, req, nil, zap.NewNop(), buf[:0])
 		p.next()
 		if spec, _ = p.next(); spec.injectedUsage || string(spec.body) != string(req.body) {
 			t.Errorf("client b's body %s (injectedUsage %v), want the caller's bytes", spec.body, spec.injectedUsage)

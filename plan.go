@@ -2,6 +2,7 @@ package llmgateway
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llmgw/caddy-llm-gateway/internal/reqbody"
+	"github.com/llmgw/caddy-llm-gateway/keys"
 	"github.com/llmgw/caddy-llm-gateway/router"
 )
 
@@ -27,10 +29,12 @@ type attemptSpec struct {
 
 // planner yields the attempts of a request (SPEC §4): the candidates of its model in strategy
 // order, skipping clients whose breaker is open and clients its body cannot be edited for, then
-// those of each model fallback in turn. It is used once, from one goroutine.
+// those of each model fallback in turn, as far as the caller's gateway key may use their model.
+// It is used once, from one goroutine.
 type planner struct {
 	g     *generation
 	req   *apiRequest
+	key   *keys.Entry // the caller's gateway key; nil without keys
 	log   *zap.Logger
 	chain router.FallbackChain
 
@@ -49,12 +53,12 @@ type planner struct {
 	retryAfter   time.Duration // the soonest a cooling client allows an attempt again
 }
 
-// start plans the attempts of req. It fails with 404 when no client serves the model. buf is
-// scratch space for candidate lists: a planner that held its own would be self-referencing, and
-// so be moved to the heap; the caller's is already there.
-func (p *planner) start(g *generation, req *apiRequest, log *zap.Logger, buf []int) *apiError {
+// start plans the attempts of req, admitted with key (nil without keys). It fails with 404 when
+// no client serves the model. buf is scratch space for candidate lists: a planner that held its
+// own would be self-referencing, and so be moved to the heap; the caller's is already there.
+func (p *planner) start(g *generation, req *apiRequest, key *keys.Entry, log *zap.Logger, buf []int) *apiError {
 	model := req.info.Model
-	*p = planner{g: g, req: req, log: log, buf: buf[:0], model: model, retryAfter: time.Duration(math.MaxInt64)}
+	*p = planner{g: g, req: req, key: key, log: log, buf: buf[:0], model: model, retryAfter: time.Duration(math.MaxInt64)}
 	p.cands = g.table.Candidates(model, p.buf)
 	if len(p.cands) == 0 {
 		return &apiError{
@@ -104,6 +108,12 @@ func (p *planner) next() (attemptSpec, bool) {
 			return attemptSpec{uc: uc, model: p.model, body: body, probe: probe, injectedUsage: injected}, true
 		}
 		value, model, cands, err := p.chain.Next(p.cands, p.model, p.buf)
+		if err == nil && p.key != nil && !p.key.Allows(model) {
+			// The key's models bound what its calls reach, not only what they ask for: a caller
+			// who can make every candidate fail (a body the upstream answers with 422, say) must
+			// not reach a model its key may not use through the operator's fallback.
+			err = errFallbackNotAllowed
+		}
 		if err != nil {
 			if value != "" {
 				p.log.Debug("model fallback not taken", zap.String("fallback", value), zap.Error(err))
@@ -116,6 +126,9 @@ func (p *planner) next() (attemptSpec, bool) {
 	}
 	return attemptSpec{}, false
 }
+
+// errFallbackNotAllowed ends a fallback chain at a model the caller's gateway key may not use.
+var errFallbackNotAllowed = errors.New("the gateway key may not use the fallback model")
 
 // bodyFor returns the body to send to uc for model: the caller's bytes, edited only where
 // one of the client's request transforms applies (SPEC §5). injectedUsage reports whether the

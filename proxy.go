@@ -99,7 +99,7 @@ func (c *apiRequest) keepBodies() bool { return c.bodies }
 func (c *call) run(ctx context.Context) {
 	g, req := c.g, &c.req
 	var p planner
-	if e := p.start(g, req, c.h.logger, c.candBuf[:0]); e != nil {
+	if e := p.start(g, req, c.grant.key, c.h.logger, c.candBuf[:0]); e != nil {
 		c.fail(e)
 		return
 	}

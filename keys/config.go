@@ -50,7 +50,8 @@ type Key struct {
 	// Hash is "sha256:<64 hex>", the SHA-256 of the secret, so no plaintext is kept at rest.
 	Hash string `json:"hash,omitempty"`
 	// Models are glob patterns (`*` any run of characters, `?` one) of the models the key may
-	// call. Default: every model.
+	// call, as asked for or reached by a model fallback (which is not taken to any other model).
+	// Default: every model.
 	Models []string `json:"models,omitempty"`
 	// RPM is the number of calls admitted per rolling 60 s. 0: no limit.
 	RPM int64 `json:"rpm,omitempty"`
