@@ -164,50 +164,35 @@ func waitListenersClosed(t testing.TB, port, max int) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		n, ok := listeners(port)
-		if !ok || n <= max {
+		lines, ok := listeners(port)
+		if !ok || len(lines) <= max {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d sockets still listen on port %d 15 s after a config load:\n%s", n, port, listenerLines(port))
+			t.Fatalf("%d sockets still listen on port %d 15 s after a config load:\n%s", len(lines), port, strings.Join(lines, ""))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// listenerLines returns the /proc/net/tcp and tcp6 lines of the sockets listening on port (local
-// address, uid, inode), for a failure message.
-func listenerLines(port int) string {
-	want := fmt.Sprintf(":%04X", port)
-	var b strings.Builder
-	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		data, _ := os.ReadFile(table)
-		for line := range strings.Lines(string(data)) {
-			if f := strings.Fields(line); len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], want) {
-				b.WriteString(table + ": " + line)
-			}
-		}
-	}
-	return b.String()
-}
-
-// listeners counts the TCP sockets in LISTEN state on port, over IPv4 and IPv6.
-func listeners(port int) (n int, ok bool) {
+// listeners returns the /proc/net/tcp and tcp6 lines (local address, uid, inode, …) of the TCP
+// sockets in LISTEN state on port, over IPv4 and IPv6.
+func listeners(port int) (lines []string, ok bool) {
 	want := fmt.Sprintf(":%04X", port)
 	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		data, err := os.ReadFile(table)
 		if err != nil {
-			return 0, false
+			return nil, false
 		}
 		for line := range strings.Lines(string(data)) {
 			f := strings.Fields(line)
 			// f[1] is local_address (hex ip:port), f[3] the state; 0A is LISTEN.
 			if len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], want) {
-				n++
+				lines = append(lines, table+": "+line)
 			}
 		}
 	}
-	return n, true
+	return lines, true
 }
 
 // client returns an official OpenAI client for the gateway, without retries so every failure
